@@ -1,0 +1,596 @@
+"""The engine: stage 1 on every candidate -> top-k -> stage 2 (the LLM) under a deadline.
+
+``Funnel.arerank`` (async), ``Funnel.rerank`` (sync, safe in Jupyter and inside a running loop)
+and ``Funnel.astream`` (the fast ranking at once, partial updates, the final ranking) all run
+the same coroutine. Whatever fails, every input candidate comes back exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from ._sync import run_sync
+from .breaker import CircuitBreaker
+from .budget import Deadline, LatencyEstimate, choose_k
+from .cache import ScoreCache
+from .errors import BackendError, CircuitOpen, InputError
+from .scorers.base import Scorer, scorer_batch_size, scorer_concurrency
+from .scorers.bm25 import BM25Scorer
+from .scoring import Fusion, final_order
+from .types import Candidate, Ranking, RankingUpdate, ScoredCandidate, Stage, UpdateKind
+
+if TYPE_CHECKING:
+    from .presets import Preset
+
+__all__ = ["CandidateLike", "Funnel", "normalize_candidates"]
+
+logger = logging.getLogger("llmrerank")
+
+CandidateLike = Candidate | str | Mapping[str, Any]
+
+DEFAULT_MAX_TEXT_CHARS = 8_000
+"""Texts longer than this are cut (for scoring only; the candidate comes back whole)."""
+
+_ASSEMBLY_MARGIN = 0.005
+"""Seconds kept back from the deadline to fuse and build the final ranking."""
+
+_CONTROL = {c: " " for c in range(32) if chr(c) not in "\n\t"} | {127: " "}
+
+
+def _clean_text(text: str, max_chars: int) -> tuple[str, bool]:
+    """Text as scorers see it: control characters blanked, lone surrogates replaced, cut to
+    ``max_chars`` at a word boundary when possible. Returns (text, was_truncated)."""
+    if not text.isprintable():
+        text = text.translate(_CONTROL)
+        text = text.encode("utf-8", "replace").decode("utf-8")
+        text = unicodedata.normalize("NFC", text)
+    if len(text) <= max_chars:
+        return text, False
+    cut = text[:max_chars]
+    space = cut.rfind(" ", max_chars - 200)
+    return (cut[:space] if space > 0 else cut), True
+
+
+def normalize_candidates(candidates: Sequence[CandidateLike]) -> list[Candidate]:
+    """Accept Candidates, plain strings (id = position) or mappings with ``text`` (and ``id``)."""
+    if isinstance(candidates, (str, bytes)) or not isinstance(candidates, Sequence):
+        raise InputError(
+            f"candidates must be a sequence (list) of Candidate, str or dict, "
+            f"got {type(candidates).__name__}"
+        )
+    out: list[Candidate] = []
+    seen: dict[str, int] = {}
+    for i, c in enumerate(candidates):
+        if isinstance(c, Candidate):
+            cand = c
+        elif isinstance(c, str):
+            cand = Candidate(id=str(i), text=c)
+        elif isinstance(c, Mapping):
+            if "text" not in c:
+                raise InputError(f"candidate {i} is a mapping without a 'text' key")
+            meta = c.get("metadata") or {}
+            cand = Candidate(
+                id=str(c.get("id", i)),
+                text=c["text"],
+                metadata=meta,
+                retrieval_score=c.get("retrieval_score", c.get("score")),
+            )
+        else:
+            raise InputError(
+                f"candidate {i} has type {type(c).__name__}; expected Candidate, str or dict"
+            )
+        if not isinstance(cand.text, str):
+            raise InputError(
+                f"candidate {i} (id {cand.id!r}) has text of type {type(cand.text).__name__}; "
+                f"text must be str (decode bytes first)"
+            )
+        if not isinstance(cand.id, str):
+            raise InputError(f"candidate {i} has a non-string id {cand.id!r}")
+        rs = cand.retrieval_score
+        if rs is not None and (
+            isinstance(rs, bool) or not isinstance(rs, (int, float)) or not math.isfinite(rs)
+        ):
+            raise InputError(
+                f"candidate {i} (id {cand.id!r}) has retrieval_score {rs!r}; "
+                "it must be a finite number or None"
+            )
+        if cand.id in seen:
+            raise InputError(
+                f"duplicate candidate id {cand.id!r} at positions {seen[cand.id]} and {i}; "
+                "ids must be unique within a request"
+            )
+        seen[cand.id] = i
+        out.append(cand)
+    return out
+
+
+def _validate_query(query: object) -> str:
+    if not isinstance(query, str):
+        raise InputError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise InputError("query is empty; give a non-empty question or search string")
+    return query
+
+
+@dataclass
+class _State:
+    """Mutable bookkeeping of one request."""
+
+    query: str
+    cands: list[Candidate]
+    start: float
+    fast: list[float | None]
+    stage1: Stage = "fast"
+    window: list[int] = field(default_factory=list)
+    llm: dict[int, float] = field(default_factory=dict)
+    cached: set[int] = field(default_factory=set)
+    reasons: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def reason(self, reason: str) -> None:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+class Funnel:
+    """A two-stage reranker with a hard deadline.
+
+    Args:
+        fast: the first-stage scorer, run on every candidate (default: BM25 over the candidates).
+        llm: the second-stage scorer, run on the top ``k`` only; ``None`` ranks by ``fast`` alone.
+        k: how many candidates the LLM scores; ``None`` chooses k from the latency estimate and
+            the time left (between ``k_min`` and ``k_max``).
+        deadline: default seconds per request; ``None`` for no deadline.
+        concurrency: the most LLM calls in flight at once (further bounded by the scorer's
+            ``max_concurrency``).
+        fusion: how stage scores combine (:class:`~llmrerank.scoring.Fusion`).
+        cache: a :class:`~llmrerank.cache.ScoreCache` for LLM scores, or ``None``.
+        breaker: the LLM backend's circuit breaker (one per funnel by default).
+        max_text_chars: texts are cut to this length for scoring (the candidate comes back whole).
+        name: a label for provenance (the preset's name when built from one).
+    """
+
+    def __init__(
+        self,
+        fast: Scorer | None = None,
+        llm: Scorer | None = None,
+        *,
+        k: int | None = 20,
+        k_min: int = 3,
+        k_max: int = 50,
+        deadline: float | None = None,
+        concurrency: int = 8,
+        fusion: Fusion | None = None,
+        cache: ScoreCache | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        name: str = "custom",
+    ) -> None:
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+            raise InputError(f"k must be a non-negative int or None (budget-aware), got {k!r}")
+        if not 0 <= k_min <= k_max:
+            raise InputError(f"need 0 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+        if concurrency < 1:
+            raise InputError(f"concurrency must be at least 1, got {concurrency!r}")
+        if max_text_chars < 1:
+            raise InputError(f"max_text_chars must be positive, got {max_text_chars!r}")
+        if deadline is not None:
+            Deadline.after(deadline)  # validates
+        self.fast: Scorer = fast if fast is not None else BM25Scorer()
+        self.llm = llm
+        self.k, self.k_min, self.k_max = k, k_min, k_max
+        self.deadline = deadline
+        self.concurrency = concurrency
+        self.fusion = fusion or Fusion()
+        self.cache = cache
+        self.breaker = breaker or CircuitBreaker(name=llm.fingerprint if llm else "llm")
+        self.max_text_chars = max_text_chars
+        self.name = name
+        self.latency = LatencyEstimate()
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str | Preset,
+        *,
+        llm: Scorer | None | Literal["default"] = "default",
+        fast: Scorer | None = None,
+        **overrides: Any,
+    ) -> Funnel:
+        """A funnel configured by a scenario preset (``realtime``, ``enterprise``, ``research``).
+
+        ``llm="default"`` uses the embedded CPU model; pass any Scorer, or ``None`` for none.
+        """
+        from .presets import get_preset
+
+        return get_preset(preset).build(llm=llm, fast=fast, **overrides)
+
+    def __repr__(self) -> str:
+        llm = self.llm.fingerprint if self.llm else None
+        return (
+            f"Funnel(name={self.name!r}, fast={self.fast.fingerprint!r}, llm={llm!r}, "
+            f"k={self.k!r}, deadline={self.deadline!r}, fusion={self.fusion.fingerprint!r})"
+        )
+
+    # ------------------------------------------------------------------ public entry points
+
+    async def arerank(
+        self,
+        query: str,
+        candidates: Sequence[CandidateLike],
+        *,
+        k: int | None = None,
+        deadline: float | None = None,
+    ) -> Ranking:
+        """Rank ``candidates`` for ``query``; returns within ``deadline`` seconds (plus a few ms)."""
+        return await self._run(query, candidates, k=k, deadline=deadline, emit=None)
+
+    def rerank(
+        self,
+        query: str,
+        candidates: Sequence[CandidateLike],
+        *,
+        k: int | None = None,
+        deadline: float | None = None,
+    ) -> Ranking:
+        """Synchronous :meth:`arerank`; safe in Jupyter and from inside a running event loop."""
+        return run_sync(self.arerank(query, candidates, k=k, deadline=deadline))
+
+    async def astream(
+        self,
+        query: str,
+        candidates: Sequence[CandidateLike],
+        *,
+        k: int | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[RankingUpdate]:
+        """Yield the ``fast`` ranking at once, ``partial`` rankings as LLM scores land, then
+        ``final``. Closing the iterator early cancels the pending work."""
+        queue: asyncio.Queue[RankingUpdate | BaseException] = asyncio.Queue()
+        task = asyncio.ensure_future(
+            self._run(query, candidates, k=k, deadline=deadline, emit=queue.put_nowait)
+        )
+
+        def _done(t: asyncio.Future[Ranking]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                queue.put_nowait(cast(BaseException, t.exception()))
+
+        task.add_done_callback(_done)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.kind == "final":
+                    return
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    def as_langchain_compressor(self, **kwargs: Any) -> Any:
+        """This funnel as a LangChain ``BaseDocumentCompressor`` (needs ``llmrerank[langchain]``)."""
+        from ._optional import require
+
+        module = require("langchain_llmrerank", extra="langchain", feature="the LangChain adapter")
+        return module.LLMRerankCompressor(funnel=self, **kwargs)
+
+    def as_llamaindex_postprocessor(self, **kwargs: Any) -> Any:
+        """This funnel as a LlamaIndex node postprocessor (needs ``llmrerank[llamaindex]``)."""
+        from ._optional import require
+
+        module = require(
+            "llamaindex_llmrerank", extra="llamaindex", feature="the LlamaIndex adapter"
+        )
+        return module.LLMRerankPostprocessor(funnel=self, **kwargs)
+
+    # ------------------------------------------------------------------ the engine
+
+    async def _run(
+        self,
+        query: str,
+        candidates: Sequence[CandidateLike],
+        *,
+        k: int | None,
+        deadline: float | None,
+        emit: Callable[[RankingUpdate], None] | None,
+    ) -> Ranking:
+        start = time.monotonic()
+        query = _validate_query(query)
+        cands = normalize_candidates(candidates)
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+            raise InputError(f"k must be a non-negative int, got {k!r}")
+        dl = Deadline.after(deadline if deadline is not None else self.deadline)
+        if deadline is None and self.deadline is None:
+            dl = Deadline.never()
+
+        state = _State(query=query, cands=cands, start=start, fast=[None] * len(cands))
+        state.info.update(
+            funnel=self.name,
+            fast_scorer=self.fast.fingerprint,
+            llm_scorer=self.llm.fingerprint if self.llm else None,
+            fusion=self.fusion.fingerprint,
+            deadline_s=deadline if deadline is not None else self.deadline,
+        )
+        if not cands:
+            ranking = self._assemble(state, [], "final")
+            if emit:
+                emit(RankingUpdate("final", ranking, time.monotonic() - start))
+            return ranking
+
+        texts: list[str] = []
+        truncated = 0
+        for c in cands:
+            text, cut = _clean_text(c.text, self.max_text_chars)
+            truncated += cut
+            texts.append(text)
+        if truncated:
+            logger.warning(
+                "%d candidate text(s) longer than %d characters were cut for scoring",
+                truncated,
+                self.max_text_chars,
+            )
+            state.info["truncated"] = truncated
+
+        await self._stage_fast(state, texts, dl)
+        fast_order = self._fast_order(state)
+        if emit:
+            emit(RankingUpdate("fast", self._assemble(state, fast_order, "fast"), _since(start)))
+
+        eligible = [i for i in fast_order if texts[i].strip()]
+        if self.llm is not None:
+            k_eff = self._choose_k(k, dl, len(eligible))
+            state.window = eligible[:k_eff]
+            await self._stage_llm(state, texts, dl, emit, fast_order)
+
+        ranking = self._assemble(state, fast_order, "final")
+        if emit:
+            emit(RankingUpdate("final", ranking, _since(start)))
+        return ranking
+
+    async def _stage_fast(self, state: _State, texts: list[str], dl: Deadline) -> None:
+        t0 = time.monotonic()
+        try:
+            scores = await asyncio.wait_for(
+                self.fast.ascore(state.query, texts, deadline=dl), timeout=dl.timeout()
+            )
+            if len(scores) != len(texts):
+                raise BackendError(
+                    f"fast scorer returned {len(scores)} scores for {len(texts)} texts"
+                )
+            bad = 0
+            for i, s in enumerate(scores):
+                if s is not None and not (isinstance(s, (int, float)) and math.isfinite(s)):
+                    bad += 1
+                    s = None
+                state.fast[i] = None if s is None else float(s)
+            if bad:
+                logger.warning("fast scorer returned %d non-finite score(s); treated as unscored", bad)
+        except (asyncio.TimeoutError, Exception) as exc:
+            state.stage1 = "input"
+            state.fast = [None] * len(texts)
+            state.reason("fast_stage_failed")
+            state.errors.append(f"fast: {type(exc).__name__}: {exc}"[:300])
+            logger.warning(
+                "fast stage %s failed (%s); falling back to the input order",
+                self.fast.fingerprint,
+                type(exc).__name__,
+            )
+        state.timings["fast"] = time.monotonic() - t0
+
+    def _fast_order(self, state: _State) -> list[int]:
+        """Fast-stage order; where the fast stage gave nothing, the retrieval score, then input."""
+        def key(i: int) -> tuple[float, float, int]:
+            f = state.fast[i]
+            r = state.cands[i].retrieval_score
+            return (
+                -(f if f is not None else -math.inf),
+                -(r if r is not None else -math.inf),
+                i,
+            )
+
+        return sorted(range(len(state.cands)), key=key)
+
+    def _choose_k(self, k: int | None, dl: Deadline, n: int) -> int:
+        if k is None:
+            k = self.k
+        if k is None:
+            assert self.llm is not None
+            conc = scorer_concurrency(self.llm, self.concurrency)
+            k = choose_k(
+                dl.remaining(),
+                self.latency.per_candidate,
+                concurrency=conc,
+                k_min=self.k_min,
+                k_max=self.k_max,
+            )
+        return min(k, n)
+
+    async def _stage_llm(
+        self,
+        state: _State,
+        texts: list[str],
+        dl: Deadline,
+        emit: Callable[[RankingUpdate], None] | None,
+        fast_order: list[int],
+    ) -> None:
+        llm = self.llm
+        assert llm is not None
+        t0 = time.monotonic()
+        state.timings["llm"] = 0.0
+        if not state.window:
+            return
+        fp = llm.fingerprint
+        todo = list(state.window)
+
+        if self.cache is not None:
+            try:
+                hits = self.cache.get_many(fp, state.query, [texts[i] for i in todo])
+                for i, s in zip(todo, hits, strict=True):
+                    if s is not None:
+                        state.llm[i] = s
+                        state.cached.add(i)
+            except Exception as exc:  # a broken cache must never break ranking
+                logger.warning("score cache lookup failed (%s); continuing without it", exc)
+            state.info["cache_hits"] = len(state.cached)
+            state.info["cache_misses"] = len(todo) - len(state.cached)
+            todo = [i for i in todo if i not in state.cached]
+        if not todo:
+            state.timings["llm"] = time.monotonic() - t0
+            return
+
+        if not self.breaker.allow():
+            state.reason("circuit_open")
+            state.errors.append(f"llm: circuit open for {fp}")
+            state.timings["llm"] = time.monotonic() - t0
+            return
+
+        size = scorer_batch_size(llm)
+        chunks = [todo[j : j + size] for j in range(0, len(todo), size)]
+        sem = asyncio.Semaphore(scorer_concurrency(llm, self.concurrency))
+        stage_dl = dl.earlier(_ASSEMBLY_MARGIN)
+
+        async def score_chunk(chunk: list[int]) -> tuple[list[int], list[float | None]]:
+            async with sem:
+                if self.breaker.state == "open":
+                    raise CircuitOpen(f"circuit open for {fp}")
+                c0 = time.monotonic()
+                scores = await llm.ascore(state.query, [texts[i] for i in chunk], deadline=stage_dl)
+                if len(scores) != len(chunk):
+                    raise BackendError(
+                        f"LLM scorer returned {len(scores)} scores for {len(chunk)} texts"
+                    )
+                self.latency.observe(time.monotonic() - c0, len(chunk))
+                return chunk, list(scores)
+
+        tasks = {asyncio.ensure_future(score_chunk(c)) for c in chunks}
+        pending = tasks
+        try:
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, timeout=stage_dl.timeout(), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:  # the deadline passed
+                    break
+                landed = False
+                for task in done:
+                    landed |= self._collect(state, task, texts)
+                if landed and emit:
+                    emit(RankingUpdate("partial", self._assemble(state, fast_order, "partial"),
+                                       _since(state.start)))
+        finally:
+            if pending:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            state.reason("deadline")
+            logger.info(
+                "deadline reached: LLM scored %d of %d candidates", len(state.llm), len(state.window)
+            )
+        unscored = [i for i in state.window if i not in state.llm]
+        if unscored and not set(state.reasons) - {"fast_stage_failed"}:
+            state.reason("deadline" if dl.expired else "malformed_output")
+        state.timings["llm"] = time.monotonic() - t0
+
+    def _collect(self, state: _State, task: asyncio.Future[Any], texts: list[str]) -> bool:
+        """Record one finished chunk; returns whether any score landed."""
+        if task.cancelled():
+            return False
+        exc = task.exception()
+        if exc is not None:
+            reason = exc.reason if isinstance(exc, BackendError) else "backend_error"
+            state.reason(reason)
+            msg = f"llm: {type(exc).__name__}: {exc}"[:300]
+            if msg not in state.errors:
+                state.errors.append(msg)
+                logger.warning("LLM stage: %s", msg)
+            if not isinstance(exc, CircuitOpen):
+                self.breaker.record_failure()
+            return False
+        chunk, scores = task.result()
+        self.breaker.record_success()
+        landed: list[int] = []
+        bad = 0
+        for i, s in zip(chunk, scores, strict=True):
+            if s is None:
+                continue
+            if not (isinstance(s, (int, float)) and math.isfinite(s)):
+                bad += 1
+                continue
+            state.llm[i] = float(s)
+            landed.append(i)
+        if bad:
+            state.reason("malformed_output")
+            logger.warning("LLM scorer returned %d non-finite score(s); treated as unscored", bad)
+        if landed and self.cache is not None and self.llm is not None:
+            try:
+                self.cache.put_many(
+                    self.llm.fingerprint,
+                    state.query,
+                    [texts[i] for i in landed],
+                    [state.llm[i] for i in landed],
+                )
+            except Exception as exc:
+                logger.warning("score cache store failed (%s); continuing without it", exc)
+        return bool(landed)
+
+    def _assemble(self, state: _State, fast_order: list[int], kind: UpdateKind) -> Ranking:
+        window = state.window if kind != "fast" else []
+        in_window = set(window)
+        rest = [i for i in fast_order if i not in in_window]
+        if window:
+            fused, tail = self.fusion.fuse(
+                [state.fast[i] for i in window],
+                [state.llm.get(i) for i in window],
+                [state.fast[i] for i in rest],
+            )
+            order = final_order(window, fused, rest, state.fast)
+            score_of = dict(zip(window, fused, strict=True)) | dict(zip(rest, tail, strict=True))
+        else:
+            order = rest
+            score_of = {
+                i: (f if (f := state.fast[i]) is not None else -float(r))
+                for r, i in enumerate(order)
+            }
+        results = tuple(
+            ScoredCandidate(
+                candidate=state.cands[i],
+                rank=rank,
+                score=score_of[i],
+                stage="llm" if i in state.llm else state.stage1,
+                fast_score=state.fast[i],
+                llm_score=state.llm.get(i),
+                cached=i in state.cached,
+            )
+            for rank, i in enumerate(order)
+        )
+        timings = dict(state.timings)
+        timings["total"] = _since(state.start)
+        info = dict(state.info)
+        if state.errors:
+            info["errors"] = list(state.errors)
+        return Ranking(
+            query=state.query,
+            results=results,
+            degraded=bool(state.reasons),
+            reasons=tuple(state.reasons),
+            timings=timings,
+            k=len(state.window),
+            llm_scored=len(state.llm),
+            info=info,
+        )
+
+
+def _since(start: float) -> float:
+    return time.monotonic() - start

@@ -1,0 +1,126 @@
+"""Scenario presets: what each latency budget buys and what it gives up.
+
+=========== ======== ============================ ==============================================
+preset      deadline k (LLM window)              trades
+=========== ======== ============================ ==============================================
+realtime    0.5 s    budget-aware, 3..10          Relevance for latency: the LLM scores only what
+                                                  the latency estimate says fits in the budget;
+                                                  at the deadline the fast order fills the rest.
+enterprise  2.5 s    20, 8 in flight              The funnel proper: BM25 narrows, the LLM scores
+                                                  the top 20 concurrently; fused with BM25.
+research    10 s     50, 16 in flight, streamed   Latency for relevance: a deep LLM window with
+                                                  more weight on the LLM; stream it to show the
+                                                  fast ranking while it works.
+=========== ======== ============================ ==============================================
+
+Every preset keeps the same guarantees: a complete ranking by the deadline (plus a few ms), every
+candidate exactly once, degradation flagged in provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ConfigError
+from .scoring import Fusion
+
+if TYPE_CHECKING:
+    from .funnel import Funnel
+    from .scorers.base import Scorer
+
+__all__ = ["PRESETS", "Preset", "default_llm_scorer", "get_preset"]
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    deadline: float | None
+    k: int | None
+    k_min: int
+    k_max: int
+    concurrency: int
+    fusion: Fusion
+    description: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build(
+        self,
+        *,
+        llm: Scorer | None | Literal["default"] = "default",
+        fast: Scorer | None = None,
+        **overrides: Any,
+    ) -> Funnel:
+        """A :class:`Funnel` with this preset's settings; ``overrides`` replace any of them."""
+        from .funnel import Funnel
+
+        settings: dict[str, Any] = {
+            "k": self.k,
+            "k_min": self.k_min,
+            "k_max": self.k_max,
+            "deadline": self.deadline,
+            "concurrency": self.concurrency,
+            "fusion": self.fusion,
+            "name": self.name,
+        }
+        unknown = set(overrides) - set(settings) - {"cache", "breaker", "max_text_chars"}
+        if unknown:
+            raise ConfigError(f"unknown Funnel setting(s) for preset {self.name!r}: {sorted(unknown)}")
+        settings.update(overrides)
+        scorer = default_llm_scorer() if llm == "default" else llm
+        return Funnel(fast=fast, llm=scorer, **settings)
+
+    def with_(self, **changes: Any) -> Preset:
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, Preset] = {
+    "realtime": Preset(
+        name="realtime",
+        deadline=0.5,
+        k=None,
+        k_min=3,
+        k_max=10,
+        concurrency=4,
+        fusion=Fusion("interpolate", llm_weight=0.5),
+        description="< 500 ms: budget-aware k, fast-stage order wherever the LLM runs out of time",
+    ),
+    "enterprise": Preset(
+        name="enterprise",
+        deadline=2.5,
+        k=20,
+        k_min=5,
+        k_max=20,
+        concurrency=8,
+        fusion=Fusion("interpolate", llm_weight=0.5),
+        description="< 3 s: funnel to the top 20, scored concurrently, fused with the fast stage",
+    ),
+    "research": Preset(
+        name="research",
+        deadline=10.0,
+        k=50,
+        k_min=10,
+        k_max=50,
+        concurrency=16,
+        fusion=Fusion("interpolate", llm_weight=0.7),
+        description="5-10 s: deep LLM window, more LLM weight, meant to be streamed",
+    ),
+}
+
+
+def get_preset(preset: str | Preset) -> Preset:
+    if isinstance(preset, Preset):
+        return preset
+    try:
+        return PRESETS[preset]
+    except KeyError:
+        raise ConfigError(
+            f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}"
+        ) from None
+
+
+def default_llm_scorer() -> Scorer:
+    """The embedded CPU default: SmolLM2-135M-Instruct via transformers (``llmrerank[local]``)."""
+    from .scorers.llm_local import LocalLLMScorer
+
+    return LocalLLMScorer()

