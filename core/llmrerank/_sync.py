@@ -24,9 +24,7 @@ def _background_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None or _thread is None or not _thread.is_alive():
             loop = asyncio.new_event_loop()
-            thread = threading.Thread(
-                target=loop.run_forever, name="llmrerank-loop", daemon=True
-            )
+            thread = threading.Thread(target=loop.run_forever, name="llmrerank-loop", daemon=True)
             thread.start()
             _loop, _thread = loop, thread
             atexit.register(_shutdown)

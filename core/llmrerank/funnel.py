@@ -202,7 +202,7 @@ class Funnel:
         cls,
         preset: str | Preset,
         *,
-        llm: Scorer | None | Literal["default"] = "default",
+        llm: Scorer | Literal["default"] | None = "default",
         fast: Scorer | None = None,
         **overrides: Any,
     ) -> Funnel:
@@ -375,7 +375,9 @@ class Funnel:
                     s = None
                 state.fast[i] = None if s is None else float(s)
             if bad:
-                logger.warning("fast scorer returned %d non-finite score(s); treated as unscored", bad)
+                logger.warning(
+                    "fast scorer returned %d non-finite score(s); treated as unscored", bad
+                )
         except (asyncio.TimeoutError, Exception) as exc:
             state.stage1 = "input"
             state.fast = [None] * len(texts)
@@ -390,6 +392,7 @@ class Funnel:
 
     def _fast_order(self, state: _State) -> list[int]:
         """Fast-stage order; where the fast stage gave nothing, the retrieval score, then input."""
+
         def key(i: int) -> tuple[float, float, int]:
             f = state.fast[i]
             r = state.cands[i].retrieval_score
@@ -486,8 +489,13 @@ class Funnel:
                 for task in done:
                     landed |= self._collect(state, task, texts)
                 if landed and emit:
-                    emit(RankingUpdate("partial", self._assemble(state, fast_order, "partial"),
-                                       _since(state.start)))
+                    emit(
+                        RankingUpdate(
+                            "partial",
+                            self._assemble(state, fast_order, "partial"),
+                            _since(state.start),
+                        )
+                    )
         finally:
             if pending:
                 for task in pending:
@@ -496,7 +504,9 @@ class Funnel:
         if pending:
             state.reason("deadline")
             logger.info(
-                "deadline reached: LLM scored %d of %d candidates", len(state.llm), len(state.window)
+                "deadline reached: LLM scored %d of %d candidates",
+                len(state.llm),
+                len(state.window),
             )
         unscored = [i for i in state.window if i not in state.llm]
         if unscored and not set(state.reasons) - {"fast_stage_failed"}:

@@ -47,7 +47,7 @@ class Preset:
     def build(
         self,
         *,
-        llm: Scorer | None | Literal["default"] = "default",
+        llm: Scorer | Literal["default"] | None = "default",
         fast: Scorer | None = None,
         **overrides: Any,
     ) -> Funnel:
@@ -65,7 +65,9 @@ class Preset:
         }
         unknown = set(overrides) - set(settings) - {"cache", "breaker", "max_text_chars"}
         if unknown:
-            raise ConfigError(f"unknown Funnel setting(s) for preset {self.name!r}: {sorted(unknown)}")
+            raise ConfigError(
+                f"unknown Funnel setting(s) for preset {self.name!r}: {sorted(unknown)}"
+            )
         settings.update(overrides)
         scorer = default_llm_scorer() if llm == "default" else llm
         return Funnel(fast=fast, llm=scorer, **settings)

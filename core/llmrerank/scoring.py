@@ -23,11 +23,11 @@ Ties break on the fast score, then on input position, so equal inputs give equal
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Fusion", "final_order", "zscores"]
+__all__ = ["Fusion", "expected_relevance", "final_order", "mean_logprob", "zscores"]
 
 
 def zscores(values: Sequence[float | None]) -> list[float | None]:
@@ -128,9 +128,42 @@ def final_order(
 
     Ties inside the window break on the fast score, then the input position.
     """
+
     def key(pos: int) -> tuple[float, float, int]:
         i = window[pos]
         f = fast[i]
         return (-fused[pos], -(f if f is not None else -math.inf), i)
 
     return [window[p] for p in sorted(range(len(window)), key=key)] + list(rest)
+
+
+def expected_relevance(
+    label_logprobs: Mapping[str, float | None],
+    labels: Mapping[str, float],
+    *,
+    min_mass: float = 0.05,
+) -> tuple[float | None, float]:
+    """Expected relevance over a label set from the labels' next-token log-probabilities.
+
+    Returns ``(score, mass)``: ``mass`` is the probability the model put on the labels at all;
+    below ``min_mass`` the answer is treated as malformed and ``score`` is ``None``. Labels missing
+    from ``label_logprobs`` (not in a server's top-k) count as probability 0.
+    """
+    probs = {}
+    for label in labels:
+        lp = label_logprobs.get(label)
+        probs[label] = math.exp(lp) if lp is not None and math.isfinite(lp) else 0.0
+    mass = math.fsum(probs.values())
+    if mass < min_mass or mass <= 0.0:
+        return None, mass
+    return math.fsum(labels[k] * p for k, p in probs.items()) / mass, mass
+
+
+def mean_logprob(token_logprobs: Sequence[float | None]) -> float | None:
+    """Mean log-probability of a token sequence (the query-likelihood score); None if empty or
+    any token's log-probability is missing or not finite."""
+    if not token_logprobs:
+        return None
+    if any(lp is None or not math.isfinite(lp) for lp in token_logprobs):
+        return None
+    return math.fsum(token_logprobs) / len(token_logprobs)  # type: ignore[arg-type]
