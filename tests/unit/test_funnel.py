@@ -1,0 +1,352 @@
+"""The engine's behaviour as a user sees it: ranks, completeness, provenance, deadlines, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import time
+
+import pytest
+from llmrerank import (
+    BackendUnavailable,
+    Candidate,
+    CircuitBreaker,
+    ConfigError,
+    Funnel,
+    Fusion,
+    InputError,
+    MemoryScoreCache,
+)
+from llmrerank.testing import ScriptedScorer, heavy_tailed_latency
+
+DOCS = [
+    "The cat sat on the mat and purred.",
+    "Dogs are loyal animals that love walks.",
+    "A kitten is a young cat that plays a lot.",
+    "Stock markets fell sharply on Monday.",
+    "Young cats, called kittens, sleep most of the day.",
+    "The recipe needs flour, eggs and butter.",
+]
+QUERY = "young cat kitten"
+
+
+def ids_once(ranking, n):
+    ids = ranking.ids
+    assert len(ids) == n and len(set(ids)) == n, ids
+    return ids
+
+
+def test_bm25_only_ranks_relevant_first_and_returns_everything():
+    ranking = Funnel().rerank(QUERY, DOCS)
+    ids = ids_once(ranking, len(DOCS))
+    assert set(ids[:2]) == {"2", "4"}
+    assert not ranking.degraded
+    assert all(r.stage == "fast" for r in ranking)
+    assert [r.rank for r in ranking] == list(range(len(DOCS)))
+    scores = [r.score for r in ranking]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_llm_stage_reorders_window_and_records_provenance():
+    # The "LLM" prefers the recipe: it must climb inside the window, not outside it.
+    llm = ScriptedScorer(lambda q, t: 10.0 if "recipe" in t else 0.0)
+    ranking = Funnel(llm=llm, k=len(DOCS), fusion=Fusion(llm_weight=1.0)).rerank(QUERY, DOCS)
+    assert ranking[0].id == "5"
+    assert ranking[0].stage == "llm" and ranking[0].llm_score == 10.0
+    assert ranking.k == len(DOCS) and ranking.llm_scored == len(DOCS)
+    assert ranking.info["llm_scorer"] == "scripted:scripted"
+    assert set(ranking.timings) >= {"fast", "llm", "total"}
+
+
+def test_only_top_k_reach_the_llm():
+    llm = ScriptedScorer()
+    ranking = Funnel(llm=llm, k=2).rerank(QUERY, DOCS)
+    assert len(llm.texts_seen) == 2
+    assert {r.id for r in ranking if r.stage == "llm"} == {"2", "4"}
+    assert [r.stage for r in ranking][2:] == ["fast"] * 4
+
+
+def test_uninformative_llm_keeps_fast_order():
+    fast_only = Funnel().rerank(QUERY, DOCS).ids
+    constant = ScriptedScorer(lambda q, t: 0.5)
+    for fusion in (Fusion("interpolate", 0.5), Fusion("interpolate", 1.0), Fusion("rrf", 0.0)):
+        assert Funnel(llm=constant, k=6, fusion=fusion).rerank(QUERY, DOCS).ids == fast_only
+
+
+def test_scores_never_increase_down_the_ranking():
+    llm = ScriptedScorer(lambda q, t: -len(t))
+    ranking = Funnel(llm=llm, k=3).rerank(QUERY, DOCS)
+    scores = [r.score for r in ranking]
+    assert all(a >= b for a, b in itertools.pairwise(scores)), scores
+
+
+def test_ties_break_deterministically_by_input_position():
+    docs = ["same text"] * 5
+    cands = [Candidate(id=f"d{i}", text=t) for i, t in enumerate(docs)]
+    first = Funnel(llm=ScriptedScorer(lambda q, t: 1.0), k=5).rerank("same", cands).ids
+    assert first == ["d0", "d1", "d2", "d3", "d4"]
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+def test_deadline_returns_complete_fast_ranking_in_time():
+    llm = ScriptedScorer(latency=2.0)
+    funnel = Funnel(llm=llm, k=4, deadline=0.2)
+    t0 = time.monotonic()
+    ranking = funnel.rerank(QUERY, DOCS)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 0.2 + 0.5
+    ids_once(ranking, len(DOCS))
+    assert ranking.degraded and "deadline" in ranking.reasons
+    assert ranking.llm_scored == 0
+    assert ranking.ids == Funnel().rerank(QUERY, DOCS).ids
+    assert llm.cancelled == 4  # pending calls were cancelled, not left running
+
+
+def test_deadline_keeps_the_scores_that_arrived():
+    # The first two calls are quick, the rest far too slow: a partial merge, not all-or-nothing.
+    delays = iter([0.01, 0.01, 5.0, 5.0])
+    llm = ScriptedScorer(lambda q, t: 100.0 if "recipe" in t else 0.0, latency=lambda: next(delays))
+    ranking = Funnel(llm=llm, k=4, deadline=0.4, concurrency=4).rerank("cat kitten recipe", DOCS)
+    ids_once(ranking, len(DOCS))
+    assert ranking.llm_scored == 2 and ranking.reasons == ("deadline",)
+    assert sum(r.stage == "llm" for r in ranking) == 2
+
+
+def test_per_call_deadline_overrides_default():
+    funnel = Funnel(llm=ScriptedScorer(latency=1.0), k=2, deadline=30)
+    t0 = time.monotonic()
+    ranking = funnel.rerank(QUERY, DOCS, deadline=0.1)
+    assert time.monotonic() - t0 < 0.6 and "deadline" in ranking.reasons
+
+
+def test_heavy_tailed_scorer_always_complete_within_margin():
+    llm = ScriptedScorer(latency=heavy_tailed_latency(0.05, seed=7))
+    funnel = Funnel(llm=llm, k=6, deadline=0.15, concurrency=3)
+
+    async def many():
+        return await asyncio.gather(*(funnel.arerank(QUERY, DOCS) for _ in range(20)))
+
+    t0 = time.monotonic()
+    rankings = asyncio.run(many())
+    assert time.monotonic() - t0 < 0.15 + 1.0
+    for ranking in rankings:
+        ids_once(ranking, len(DOCS))
+        assert ranking.timings["total"] < 0.15 + 0.3
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_backend_error_degrades_to_fast_order(caplog):
+    llm = ScriptedScorer(fail=BackendUnavailable("connection refused"))
+    funnel = Funnel(llm=llm, k=3, breaker=CircuitBreaker(failure_threshold=100))
+    with caplog.at_level(logging.WARNING, logger="llmrerank"):
+        ranking = funnel.rerank(QUERY, DOCS)
+    ids_once(ranking, len(DOCS))
+    assert ranking.degraded and ranking.reasons == ("backend_error",)
+    assert ranking.ids == Funnel().rerank(QUERY, DOCS).ids
+    assert any("connection refused" in e for e in ranking.info["errors"])
+    # one log line per distinct error, not one per candidate
+    assert sum("connection refused" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_circuit_breaker_opens_then_skips_the_backend():
+    llm = ScriptedScorer(fail=BackendUnavailable("down"))
+    funnel = Funnel(
+        llm=llm, k=2, concurrency=1, breaker=CircuitBreaker(failure_threshold=3, reset_after=60)
+    )
+    funnel.rerank(QUERY, DOCS)  # 2 failures
+    funnel.rerank(QUERY, DOCS)  # 3rd failure opens it
+    calls = llm.calls
+    ranking = funnel.rerank(QUERY, DOCS)
+    assert llm.calls == calls, "an open circuit must not call the backend"
+    assert ranking.reasons == ("circuit_open",)
+    ids_once(ranking, len(DOCS))
+
+
+def test_circuit_breaker_half_open_trial_closes_it():
+    breaker = CircuitBreaker(failure_threshold=1, reset_after=0.05)
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+    time.sleep(0.06)
+    assert breaker.state == "half_open"
+    assert breaker.allow() and not breaker.allow()  # one trial at a time
+    breaker.record_success()
+    assert breaker.state == "closed"
+
+
+def test_fast_stage_failure_falls_back_to_input_order_and_llm_still_runs():
+    fast = ScriptedScorer(fail=BackendUnavailable("fast down"), batch_size=100)
+    cands = [Candidate(id=str(i), text=t, retrieval_score=float(-i)) for i, t in enumerate(DOCS)]
+    llm = ScriptedScorer(lambda q, t: 1.0 if "recipe" in t else 0.0)
+    ranking = Funnel(fast=fast, llm=llm, k=6, fusion=Fusion(llm_weight=1.0)).rerank(QUERY, cands)
+    ids_once(ranking, len(DOCS))
+    assert "fast_stage_failed" in ranking.reasons
+    assert ranking[0].id == "5"
+    assert ranking[1].id == "0"  # the rest keep the input (retrieval) order
+
+
+def test_non_finite_llm_scores_are_unscored_and_flagged():
+    llm = ScriptedScorer(lambda q, t: math.nan if "cat" in t else 1.0)
+    ranking = Funnel(llm=llm, k=6).rerank(QUERY, DOCS)
+    ids_once(ranking, len(DOCS))
+    assert "malformed_output" in ranking.reasons
+    assert all(r.llm_score is None or math.isfinite(r.llm_score) for r in ranking)
+
+
+def test_wrong_number_of_scores_is_a_backend_error():
+    class Short(ScriptedScorer):
+        async def ascore(self, query, texts, *, deadline):
+            return []
+
+    ranking = Funnel(llm=Short(batch_size=3), k=3).rerank(QUERY, DOCS)
+    ids_once(ranking, len(DOCS))
+    assert ranking.reasons == ("backend_error",)
+
+
+# ---------------------------------------------------------------- k, cache, presets
+
+
+def test_budget_aware_k_shrinks_with_the_estimate():
+    llm = ScriptedScorer(latency=0.1, max_concurrency=1)
+    funnel = Funnel(llm=llm, k=None, k_min=1, k_max=6, deadline=0.35)
+    first = funnel.rerank(QUERY, DOCS)
+    assert first.k == 6  # no estimate yet: try k_max, the deadline protects the request
+    second = funnel.rerank(QUERY, DOCS)
+    assert 1 <= second.k <= 3, second.k  # ~0.1 s each, 0.35 s budget, one at a time
+    assert second.llm_scored == second.k
+
+
+def test_k_larger_than_candidates_is_clamped_and_zero_skips_llm():
+    llm = ScriptedScorer()
+    assert Funnel(llm=llm, k=100).rerank(QUERY, DOCS).k == len(DOCS)
+    ranking = Funnel(llm=llm, k=10).rerank(QUERY, DOCS, k=0)
+    assert ranking.k == 0 and all(r.stage == "fast" for r in ranking)
+
+
+def test_cache_hits_skip_the_backend_and_show_in_provenance():
+    cache = MemoryScoreCache()
+    llm = ScriptedScorer()
+    funnel = Funnel(llm=llm, k=3, cache=cache)
+    first = funnel.rerank(QUERY, DOCS)
+    calls = llm.calls
+    second = funnel.rerank(QUERY, DOCS)
+    assert llm.calls == calls
+    assert second.info["cache_hits"] == 3 and first.info["cache_misses"] == 3
+    assert all(r.cached for r in second if r.stage == "llm")
+    assert second.ids == first.ids
+    other = Funnel(llm=ScriptedScorer(name="other-model"), k=3, cache=cache)
+    assert other.rerank(QUERY, DOCS).info["cache_hits"] == 0  # never crosses scorers
+
+
+def test_presets_build_and_unknown_preset_is_a_config_error():
+    for name, deadline in (("realtime", 0.5), ("enterprise", 2.5), ("research", 10.0)):
+        funnel = Funnel.from_preset(name, llm=ScriptedScorer())
+        assert funnel.deadline == deadline and funnel.name == name
+        ranking = funnel.rerank(QUERY, DOCS)
+        ids_once(ranking, len(DOCS))
+        assert ranking.info["funnel"] == name
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        Funnel.from_preset("fast", llm=None)
+    with pytest.raises(ConfigError, match="unknown Funnel setting"):
+        Funnel.from_preset("enterprise", llm=None, kk=3)
+
+
+# ---------------------------------------------------------------- streaming and sync facade
+
+
+async def test_astream_fast_then_partials_then_final():
+    llm = ScriptedScorer(latency=0.02)
+    funnel = Funnel(llm=llm, k=3, concurrency=1)
+    kinds = []
+    async for update in funnel.astream(QUERY, DOCS):
+        kinds.append(update.kind)
+        ids_once(update.ranking, len(DOCS))
+    assert kinds[0] == "fast" and kinds[-1] == "final"
+    assert kinds.count("partial") == 3
+
+
+async def test_closing_the_stream_early_cancels_pending_work():
+    llm = ScriptedScorer(latency=5.0)
+    funnel = Funnel(llm=llm, k=3)
+    stream = funnel.astream(QUERY, DOCS)
+    first = await stream.__anext__()
+    assert first.kind == "fast"
+    t0 = time.monotonic()
+    await stream.aclose()
+    await asyncio.sleep(0.05)
+    assert time.monotonic() - t0 < 1.0
+    assert llm.cancelled == 3
+
+
+async def test_sync_rerank_works_inside_a_running_event_loop():
+    ranking = Funnel(llm=ScriptedScorer()).rerank(QUERY, DOCS)  # this test runs inside a loop
+    ids_once(ranking, len(DOCS))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("query", "candidates", "message"),
+    [
+        ("", DOCS, "query is empty"),
+        ("   \n", DOCS, "query is empty"),
+        (None, DOCS, "query must be a str"),
+        (QUERY, "just a string", "must be a sequence"),
+        (QUERY, [None], "candidate 0 has type NoneType"),
+        (QUERY, [Candidate(id="a", text=None)], "text of type NoneType"),  # type: ignore[arg-type]
+        (QUERY, [Candidate(id="a", text=b"bytes")], "decode bytes first"),  # type: ignore[arg-type]
+        (QUERY, [Candidate("a", "x"), Candidate("a", "y")], "duplicate candidate id 'a'"),
+        (QUERY, [{"id": "a"}], "without a 'text' key"),
+        (QUERY, [Candidate("a", "x", retrieval_score=math.nan)], "finite number"),
+    ],
+)
+def test_bad_input_gets_a_clear_input_error(query, candidates, message):
+    with pytest.raises(InputError, match=message):
+        Funnel().rerank(query, candidates)
+
+
+@pytest.mark.parametrize("deadline", [0, -1, math.nan, "soon"])
+def test_bad_deadlines_are_input_errors(deadline):
+    with pytest.raises(InputError, match="deadline"):
+        Funnel().rerank(QUERY, DOCS, deadline=deadline)
+
+
+def test_bad_k_is_an_input_error():
+    with pytest.raises(InputError, match="k must be"):
+        Funnel().rerank(QUERY, DOCS, k=-1)
+    with pytest.raises(InputError, match="k must be"):
+        Funnel(k=-3)
+
+
+def test_no_candidates_gives_an_empty_ranking():
+    ranking = Funnel(llm=ScriptedScorer()).rerank(QUERY, [])
+    assert len(ranking) == 0 and not ranking.degraded
+
+
+def test_mixed_input_forms_and_empty_texts():
+    cands = ["plain string about kittens", {"id": "m", "text": "a young cat"}, {"text": "  "}]
+    llm = ScriptedScorer()
+    ranking = Funnel(llm=llm, k=3).rerank(QUERY, cands)
+    assert sorted(ranking.ids) == ["0", "2", "m"]
+    assert "  " not in llm.texts_seen  # empty texts are not sent to the LLM
+    assert ranking.by_id("2").stage == "fast"
+
+
+def test_huge_and_hostile_texts_are_cut_for_scoring_not_lost(caplog):
+    huge = "kitten " * 50_000
+    weird = "young\x00cat\x1b[31m\ud800 kitten\u202e"
+    llm = ScriptedScorer()
+    with caplog.at_level(logging.WARNING, logger="llmrerank"):
+        ranking = Funnel(llm=llm, k=3, max_text_chars=1000).rerank(QUERY, [huge, weird, "dog"])
+    ids_once(ranking, 3)
+    assert ranking.by_id("0").text == huge  # the candidate comes back whole
+    assert all(len(t) <= 1000 for t in llm.texts_seen)
+    assert ranking.info["truncated"] == 1
+    assert any("cut for scoring" in r.getMessage() for r in caplog.records)
+    assert all("\x00" not in t and "\ud800" not in t for t in llm.texts_seen)
