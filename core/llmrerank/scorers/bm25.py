@@ -6,6 +6,7 @@ itself, which is what a first stage over a retriever's top-N needs: no index to 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -46,8 +47,22 @@ def tokenize(text: str, *, stem: bool = True, stopwords: frozenset[str] = STOPWO
     return _stemmer()(tokens) if stem else tokens
 
 
+class _LuceneIdfBM25(BM25Okapi):  # type: ignore[misc]
+    """Okapi BM25 with Lucene's IDF, ``log(1 + (N - n + 0.5) / (n + 0.5))``.
+
+    rank-bm25's classic IDF is zero or negative for a term in half or more of the documents,
+    which is common in a small candidate set (with two candidates, any term in one of them scores
+    0). Lucene's form is always positive and keeps the ordering of rare terms.
+    """
+
+    def _calc_idf(self, nd: dict[str, int]) -> None:
+        n = self.corpus_size
+        self.idf = {w: math.log(1.0 + (n - f + 0.5) / (f + 0.5)) for w, f in nd.items()}
+
+
 class BM25Scorer:
-    """Okapi BM25 (``variant="okapi"``, the default) or BM25+ (``variant="plus"``).
+    """Okapi BM25 (``variant="okapi"``, the default, with Lucene's non-negative IDF) or BM25+
+    (``variant="plus"``), with statistics from the request's candidates.
 
     ``k1`` and ``b`` are the usual parameters; ``delta`` applies to BM25+ only.
     """
@@ -72,7 +87,7 @@ class BM25Scorer:
     @property
     def fingerprint(self) -> str:
         extra = f",delta={self.delta}" if self.variant == "plus" else ""
-        return f"bm25:{self.variant}(k1={self.k1},b={self.b}{extra},stem={self.stem})"
+        return f"bm25:{self.variant}(idf={'lucene' if self.variant == 'okapi' else 'plus'},k1={self.k1},b={self.b}{extra},stem={self.stem})"
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
         """Synchronous scoring; ``ascore`` is the protocol entry point."""
@@ -84,7 +99,7 @@ class BM25Scorer:
         # rank-bm25 divides by the corpus size and average length; empty documents are fine.
         model: BM25Okapi | BM25Plus
         if self.variant == "okapi":
-            model = BM25Okapi(corpus, k1=self.k1, b=self.b)
+            model = _LuceneIdfBM25(corpus, k1=self.k1, b=self.b)
         else:
             model = BM25Plus(corpus, k1=self.k1, b=self.b, delta=self.delta)
         q = tokenize(query, stem=self.stem)
