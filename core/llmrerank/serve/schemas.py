@@ -1,0 +1,146 @@
+"""The HTTP API's request models and the JSON it answers with.
+
+The request is the rerank format that Cohere, Jina, vLLM and others share (``query``,
+``documents``, ``top_n``, ``return_documents``), so their clients can call llmrerank unchanged;
+llmrerank's own knobs (``preset``, ``deadline``, ``k``) are optional extras. Each result carries
+the shared fields (``index``, ``relevance_score``, ``document``) and llmrerank's provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from ..types import Ranking, ScoredCandidate
+
+__all__ = ["DemoSearchRequest", "RerankRequest", "dumps", "ranking_body"]
+
+
+class _Knobs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str | None = Field(None, description="realtime, enterprise or research")
+    deadline: float | None = Field(None, gt=0, description="Seconds for this request")
+    k: int | None = Field(None, ge=0, description="How many candidates the LLM scores")
+
+
+class RerankRequest(_Knobs):
+    """``POST /v1/rerank`` and ``/v1/rerank/stream``."""
+
+    query: StrictStr
+    documents: list[StrictStr | dict[str, Any]] = Field(
+        description="Texts, or objects with a 'text' field (or the fields named in rank_fields)"
+    )
+    top_n: int | None = Field(None, ge=1, description="Return only the best top_n results")
+    return_documents: bool = True
+    rank_fields: list[StrictStr] | None = Field(
+        None, description="For object documents: the fields whose values make the text"
+    )
+    model: str | None = Field(None, description="Accepted for compatibility; echoed back")
+    max_chunks_per_doc: int | None = Field(None, description="Accepted for compatibility; unused")
+    max_tokens_per_doc: int | None = Field(None, description="Accepted for compatibility; unused")
+
+    def texts(self) -> list[str]:
+        """Each document's text; raises ValueError naming the first unusable document."""
+        out: list[str] = []
+        for i, doc in enumerate(self.documents):
+            if isinstance(doc, str):
+                out.append(doc)
+                continue
+            fields = self.rank_fields or ["text"]
+            missing = [f for f in fields if f not in doc]
+            if missing:
+                raise ValueError(
+                    f"documents[{i}] is an object without the field(s) {missing}; give each "
+                    "document as a string or an object with a 'text' field (or set rank_fields)"
+                )
+            values = [doc[f] for f in fields]
+            bad = [f for f, v in zip(fields, values, strict=True) if not isinstance(v, str)]
+            if bad:
+                raise ValueError(f"documents[{i}].{bad[0]} must be a string")
+            out.append(
+                values[0]
+                if len(fields) == 1
+                else "\n".join(f"{f}: {v}" for f, v in zip(fields, values, strict=True))
+            )
+        return out
+
+
+class DemoSearchRequest(_Knobs):
+    """``POST /v1/demo/search`` and ``/v1/demo/search/stream``: search the demo corpus."""
+
+    query: StrictStr
+    top_n: int = Field(10, ge=1, le=100)
+
+
+def result_body(
+    r: ScoredCandidate, document: Any | None, *, return_documents: bool
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "index": int(r.candidate.metadata.get("index", r.rank)),
+        "relevance_score": r.score,
+        "stage": r.stage,
+        "scores": {"fast": r.fast_score, "llm": r.llm_score},
+        "cached": r.cached,
+    }
+    if return_documents:
+        body["document"] = document if isinstance(document, dict) else {"text": r.candidate.text}
+    return body
+
+
+def ranking_body(
+    ranking: Ranking,
+    documents: list[Any],
+    *,
+    top_n: int | None,
+    return_documents: bool,
+    model: str,
+    request_id: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The response body for ``ranking`` (also each stream event's data)."""
+    shown = ranking.results[:top_n] if top_n is not None else ranking.results
+    results = []
+    for r in shown:
+        index = int(r.candidate.metadata.get("index", r.rank))
+        results.append(
+            result_body(
+                r,
+                documents[index] if index < len(documents) else None,
+                return_documents=return_documents,
+            )
+        )
+    return {
+        "id": request_id,
+        "model": model,
+        "results": results,
+        "llmrerank": {**ranking.provenance(), **(extra or {})},
+    }
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(body: Any) -> str:
+    """JSON for a response. Lone surrogates (valid in JSON input, not in UTF-8) are escaped;
+    a non-finite number (never expected) becomes null rather than invalid JSON."""
+    try:
+        text = json.dumps(body, ensure_ascii=False, allow_nan=False, default=str)
+    except ValueError:
+        body = _finite(body)
+        text = json.dumps(body, ensure_ascii=False, allow_nan=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(body, ensure_ascii=True, allow_nan=False, default=str)
+    return text

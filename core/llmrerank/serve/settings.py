@@ -1,0 +1,128 @@
+"""Settings of ``llmrerank serve``: flags > environment (``LLMRERANK_*``) > config file > defaults.
+
+The config file is TOML with the same keys as the flags (underscores), for example::
+
+    preset = "realtime"
+    port = 8080
+    max_concurrent = 8
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ..errors import ConfigError
+from ..presets import PRESETS
+
+__all__ = ["ServeSettings", "load_settings"]
+
+
+class ServeSettings(BaseSettings):
+    """Everything the server can be told. Each field is also ``LLMRERANK_<NAME>`` in the
+    environment and ``--<name>`` on the command line."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LLMRERANK_", extra="forbid", validate_default=True
+    )
+
+    host: str = "127.0.0.1"
+    """Address to bind. The default serves this machine only; use 0.0.0.0 deliberately."""
+    port: int = Field(8000, ge=0, le=65535)
+
+    preset: str = "enterprise"
+    """The default preset (``realtime``, ``enterprise``, ``research``); requests may pick another."""
+    deadline: float | None = Field(None, gt=0)
+    """Seconds per request, overriding the preset's deadline."""
+    k: int | None = Field(None, ge=0)
+    """How many candidates the LLM scores, overriding the preset's k."""
+    llm: str = "default"
+    """``default`` (the embedded CPU model), ``none`` (fast stage only) or ``openai`` (an
+    OpenAI-compatible server at ``llm_endpoints``)."""
+    llm_endpoints: list[str] = Field(default_factory=list)
+    """Base URLs of OpenAI-compatible servers, for ``llm = "openai"``."""
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    cache_size: int = Field(100_000, ge=0)
+    """LLM scores kept in memory (0 disables the score cache)."""
+
+    max_documents: int = Field(1000, ge=1)
+    """The most documents one request may carry (413 beyond)."""
+    max_chars_per_doc: int = Field(20_000, ge=1)
+    """The longest document text accepted, in characters (413 beyond)."""
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """The largest request body accepted (413 beyond)."""
+    max_deadline: float = Field(60.0, gt=0)
+    """The longest per-request deadline a client may ask for (422 beyond)."""
+    max_concurrent: int = Field(4, ge=1)
+    """Rerank requests worked on at once."""
+    max_queued: int = Field(16, ge=0)
+    """Requests waiting for a slot; past running + queued the server answers 503."""
+    retry_after: int = Field(1, ge=1)
+    """Seconds in the Retry-After header of a 503."""
+
+    demo: bool = True
+    """Serve the demo page at ``/`` (builds the demo corpus at start-up)."""
+    demo_corpus_size: int = Field(3000, ge=10, le=50_000)
+    """Paragraphs of stdlib docstrings in the demo corpus."""
+    demo_top_n: int = Field(50, ge=1, le=500)
+    """How many paragraphs BM25 retrieves from the demo corpus for the funnel to rerank."""
+
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}")
+        return value
+
+    @field_validator("llm")
+    @classmethod
+    def _known_llm(cls, value: str) -> str:
+        if value not in ("default", "none", "openai"):
+            raise ValueError(f"llm must be 'default', 'none' or 'openai', got {value!r}")
+        return value
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> ServeSettings:
+    """Settings from ``overrides`` (the flags; ``None`` values are ignored), the environment,
+    then ``config_file`` (TOML). Raises :class:`ConfigError` naming every bad setting."""
+    from pydantic import ValidationError
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is not None and not Path(config_file).is_file():
+        raise ConfigError(f"config file {str(config_file)!r} does not exist")
+    toml_file = Path(config_file) if config_file is not None else None
+
+    class _Settings(ServeSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+            if toml_file is not None:
+                sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
+            return sources
+
+    try:
+        merged = _Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid server settings: {problems}") from None
+    return ServeSettings.model_construct(**merged.model_dump())
