@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
@@ -42,7 +43,7 @@ from .metrics import CONTENT_TYPE_LATEST, ServerMetrics  # noqa: E402
 from .schemas import DemoSearchRequest, RerankRequest, _Knobs, dumps, ranking_body  # noqa: E402
 from .settings import ServeSettings  # noqa: E402
 
-__all__ = ["ServerState", "create_app"]
+__all__ = ["ServerState", "build_funnel", "create_app"]
 
 logger = logging.getLogger("llmrerank")
 
@@ -536,7 +537,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             "corpus_source": c.source,
             "retrieve_top_n": s.demo_top_n,
             "preset": f.name,
-            "presets": list(PRESETS),
+            "presets": ([] if f.name in PRESETS else [f.name]) + list(PRESETS),
             "deadline_s": f.deadline,
             "fast_scorer": f.fast.fingerprint,
             "llm_scorer": f.llm.fingerprint if f.llm else None,
@@ -575,6 +576,17 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         extra: dict[str, Any],
     ) -> dict[str, Any]:
         shown = ranking.results[:top_n]
+        # Where each result stood in the fast ranking (the funnel's own fast-stage order), so
+        # the page can show how far the LLM moved it.
+        fast_order = sorted(
+            ranking.results,
+            key=lambda r: (
+                -(r.fast_score if r.fast_score is not None else -math.inf),
+                -(r.candidate.retrieval_score or 0.0),
+                r.candidate.metadata["index"],
+            ),
+        )
+        fast_rank = {r.candidate.id: i for i, r in enumerate(fast_order)}
         results = [
             {
                 "id": r.candidate.id,
@@ -582,6 +594,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 "title": r.candidate.metadata["title"],
                 "text": r.candidate.metadata["text"],
                 "relevance_score": r.score,
+                "fast_rank": fast_rank[r.candidate.id],
                 "stage": r.stage,
                 "scores": {"fast": r.fast_score, "llm": r.llm_score},
                 "cached": r.cached,

@@ -116,10 +116,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from .._optional import require
 
     uvicorn = require("uvicorn", extra="serve", feature="llmrerank serve")
-    from .app import create_app
+    from .app import build_funnel, create_app
 
     try:
-        app = create_app(settings)
+        # The LLM is built before the server starts so that a missing model or extra is one
+        # clear line here, not a traceback from the server's start-up.
+        app = create_app(settings, funnel=build_funnel(settings))
     except ConfigError as exc:
         print(f"llmrerank serve: {exc}", file=sys.stderr)
         return 2
