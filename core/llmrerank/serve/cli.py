@@ -96,7 +96,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(Server-Sent Events), GET /healthz, GET /metrics, and the demo page at /.",
     )
     add_serve_arguments(p)
-    p.set_defaults(func=run_serve)
+    p.set_defaults(handler=run_serve)
     return p
 
 
@@ -110,9 +110,8 @@ def run_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"llmrerank serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("llmrerank").setLevel(settings.log_level.upper())
     from .._optional import require
 
     uvicorn = require("uvicorn", extra="serve", feature="llmrerank serve")

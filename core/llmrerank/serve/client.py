@@ -113,7 +113,9 @@ async def astream_rerank(
     is an optional ``httpx.AsyncClient`` to reuse (connection pooling, auth, proxies).
     """
     httpx = require("httpx", extra="serve", feature="the llmrerank serve client")
-    httpx_sse = require("httpx_sse", extra="serve", feature="the stream client", package="httpx-sse")
+    httpx_sse = require(
+        "httpx_sse", extra="serve", feature="the stream client", package="httpx-sse"
+    )
     url = base_url.rstrip("/") + "/v1/rerank/stream"
     async with AsyncExitStack() as stack:
         if client is None:
@@ -137,7 +139,9 @@ async def astream_rerank(
                 if event.event == "final":
                     return
         except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"stream from {url} failed: {type(exc).__name__}: {exc}") from exc
+            raise BackendUnavailable(
+                f"stream from {url} failed: {type(exc).__name__}: {exc}"
+            ) from exc
     raise BackendUnavailable(f"the stream from {url} ended before the final ranking")
 
 
@@ -157,14 +161,17 @@ async def arerank(
     httpx = require("httpx", extra="serve", feature="the llmrerank serve client")
     url = base_url.rstrip("/") + "/v1/rerank"
     async with AsyncExitStack() as stack:
-        if client is None:
-            client = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
+        http: Any = client
+        if http is None:
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
         try:
-            response = await client.post(
+            response = await http.post(
                 url, json=_payload(query, documents, top_n, preset, deadline, k)
             )
         except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
+            raise BackendUnavailable(
+                f"request to {url} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         if response.status_code != 200:
             _raise_for(response.status_code, response.text, response.headers)
         return ranking_from_body(query, response.json())

@@ -30,10 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from rank_bm25 import BM25Okapi
 
 from ..models import cache_dir
-from ..scorers.bm25 import tokenize
+from ..scorers.bm25 import _LuceneIdfBM25, tokenize
 
 __all__ = ["DemoCorpus", "DemoDoc", "build_stdlib_corpus", "stdlib_paragraphs"]
 
@@ -194,7 +193,7 @@ class DemoCorpus:
         self.source = source
         self._by_id = {d.id: d for d in self.docs}
         self._tokens = [tokenize(f"{d.title.replace('.', ' ')} {d.text}") for d in self.docs]
-        self._bm25 = BM25Okapi(self._tokens)
+        self._bm25 = _LuceneIdfBM25(self._tokens)  # IDF > 0 even for common terms
 
     @classmethod
     def from_stdlib(cls, size: int = 3000, *, use_cache: bool = True) -> DemoCorpus:

@@ -36,13 +36,13 @@ class ServeSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     """Address to bind. The default serves this machine only; use 0.0.0.0 deliberately."""
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)
 
     preset: str = "enterprise"
     """The default preset (``realtime``, ``enterprise``, ``research``); requests may pick another."""
-    deadline: float | None = Field(None, gt=0)
+    deadline: float | None = Field(default=None, gt=0)
     """Seconds per request, overriding the preset's deadline."""
-    k: int | None = Field(None, ge=0)
+    k: int | None = Field(default=None, ge=0)
     """How many candidates the LLM scores, overriding the preset's k."""
     llm: str = "default"
     """``default`` (the embedded CPU model), ``none`` (fast stage only) or ``openai`` (an
@@ -51,29 +51,29 @@ class ServeSettings(BaseSettings):
     """Base URLs of OpenAI-compatible servers, for ``llm = "openai"``."""
     llm_model: str | None = None
     llm_api_key: SecretStr | None = None
-    cache_size: int = Field(100_000, ge=0)
+    cache_size: int = Field(default=100_000, ge=0)
     """LLM scores kept in memory (0 disables the score cache)."""
 
-    max_documents: int = Field(1000, ge=1)
+    max_documents: int = Field(default=1000, ge=1)
     """The most documents one request may carry (413 beyond)."""
-    max_chars_per_doc: int = Field(20_000, ge=1)
+    max_chars_per_doc: int = Field(default=20_000, ge=1)
     """The longest document text accepted, in characters (413 beyond)."""
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """The largest request body accepted (413 beyond)."""
-    max_deadline: float = Field(60.0, gt=0)
+    max_deadline: float = Field(default=60.0, gt=0)
     """The longest per-request deadline a client may ask for (422 beyond)."""
-    max_concurrent: int = Field(4, ge=1)
+    max_concurrent: int = Field(default=4, ge=1)
     """Rerank requests worked on at once."""
-    max_queued: int = Field(16, ge=0)
+    max_queued: int = Field(default=16, ge=0)
     """Requests waiting for a slot; past running + queued the server answers 503."""
-    retry_after: int = Field(1, ge=1)
+    retry_after: int = Field(default=1, ge=1)
     """Seconds in the Retry-After header of a 503."""
 
     demo: bool = True
     """Serve the demo page at ``/`` (builds the demo corpus at start-up)."""
-    demo_corpus_size: int = Field(3000, ge=10, le=50_000)
+    demo_corpus_size: int = Field(default=3000, ge=10, le=50_000)
     """Paragraphs of stdlib docstrings in the demo corpus."""
-    demo_top_n: int = Field(50, ge=1, le=500)
+    demo_top_n: int = Field(default=50, ge=1, le=500)
     """How many paragraphs BM25 retrieves from the demo corpus for the funnel to rerank."""
 
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -11,11 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from llmrerank import BackendUnavailable, Funnel, InputError, MemoryScoreCache, RateLimited
 from llmrerank.serve.client import arerank, astream_rerank
 from llmrerank.testing import ScriptedScorer
+from prometheus_client.parser import text_string_to_metric_families
 
 ServeFactory = Callable[..., Any]
 
@@ -38,7 +37,9 @@ def _prefers_short(query: str, text: str) -> float:
 
 def _funnel(latency: float = 0.05, **kw: Any) -> Funnel:
     llm = ScriptedScorer(_prefers_short, latency=latency)
-    return Funnel(llm=llm, k=kw.pop("k", 3), deadline=kw.pop("deadline", 20.0), name="enterprise", **kw)
+    return Funnel(
+        llm=llm, k=kw.pop("k", 3), deadline=kw.pop("deadline", 20.0), name="enterprise", **kw
+    )
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
@@ -47,6 +48,14 @@ def _metric(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 4.0) -> bool:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
 
 
 def _texts(docs: list[Any]) -> list[str]:
@@ -89,8 +98,13 @@ def test_return_documents_false_and_rank_fields(serve: ServeFactory) -> None:
     docs = [{"title": "Bananas", "body": "yellow"}, {"title": "Apple pie", "body": "apple pie"}]
     r = httpx.post(
         f"{server.url}/v1/rerank",
-        json={"query": QUERY, "documents": docs, "rank_fields": ["title", "body"],
-              "return_documents": False, "model": "rerank-english-v3.0"},
+        json={
+            "query": QUERY,
+            "documents": docs,
+            "rank_fields": ["title", "body"],
+            "return_documents": False,
+            "model": "rerank-english-v3.0",
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -131,13 +145,18 @@ def test_bad_input_gets_a_4xx_with_a_clear_message(
 
 def test_malformed_and_oversized_bodies(serve: ServeFactory) -> None:
     server = serve(_funnel(), max_body_bytes=2048)
-    r = httpx.post(f"{server.url}/v1/rerank", content=b'{"query": "x", "documents": [',
-                   headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        f"{server.url}/v1/rerank",
+        content=b'{"query": "x", "documents": [',
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400 and "not valid JSON" in r.json()["message"]
     r = httpx.post(f"{server.url}/v1/rerank", content=b"query=x")
     assert r.status_code == 400
     big = json.dumps({"query": "x", "documents": ["word " * 1000]}).encode()
-    r = httpx.post(f"{server.url}/v1/rerank", content=big, headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        f"{server.url}/v1/rerank", content=big, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 413 and "max_body_bytes" in r.json()["message"]
 
     def chunks() -> Any:  # no Content-Length: the limit is counted while reading
@@ -146,8 +165,9 @@ def test_malformed_and_oversized_bodies(serve: ServeFactory) -> None:
             yield b"y" * 500
         yield b'"]}'
 
-    r = httpx.post(f"{server.url}/v1/rerank", content=chunks(),
-                   headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        f"{server.url}/v1/rerank", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 413
     assert httpx.get(f"{server.url}/v1/rerank").status_code == 405
     r = httpx.get(f"{server.url}/v2/nothing")
@@ -157,9 +177,11 @@ def test_malformed_and_oversized_bodies(serve: ServeFactory) -> None:
 def test_hostile_text_never_gives_a_500(serve: ServeFactory) -> None:
     server = serve(_funnel())
     docs = ["\ud800 lone surrogate apple", "\x00\x01 control pie", "", "   ", "ç" * 50, "😀 apple"]
-    r = httpx.post(f"{server.url}/v1/rerank",
-                   content=json.dumps({"query": "apple \udfff", "documents": docs}),
-                   headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        f"{server.url}/v1/rerank",
+        content=json.dumps({"query": "apple \udfff", "documents": docs}),
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 200, r.text
     assert sorted(res["index"] for res in r.json()["results"]) == list(range(len(docs)))
 
@@ -198,23 +220,22 @@ async def test_client_disconnect_cancels_the_work(serve: ServeFactory) -> None:
     llm = ScriptedScorer(_prefers_short, latency=5.0)
     server = serve(Funnel(llm=llm, k=3, deadline=30.0, name="enterprise"))
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        async with client.stream("POST", "/v1/rerank/stream",
-                                 json={"query": QUERY, "documents": DOCS}) as response:
+        async with client.stream(
+            "POST", "/v1/rerank/stream", json={"query": QUERY, "documents": DOCS}
+        ) as response:
             assert response.status_code == 200
             async for line in response.aiter_lines():
                 if line.startswith("event: fast"):
                     break
         left = time.monotonic()
     # The scorer's pending call is cancelled well before its 5 s latency would have passed.
-    while llm.cancelled == 0 and time.monotonic() - left < 4.0:
-        await asyncio.sleep(0.02)
-    assert llm.cancelled >= 1, "the funnel's LLM call was not cancelled"
+    assert await _eventually(lambda: llm.cancelled >= 1), "the LLM call was not cancelled"
     assert time.monotonic() - left < 4.0
     assert llm.texts_seen == []  # nothing was scored to completion
-    while server.state.admission.running and time.monotonic() - left < 4.0:
-        await asyncio.sleep(0.02)
-    assert server.state.admission.running == 0 and not server.state.streams
-    metrics = httpx.get(f"{server.url}/metrics").text
+    state = server.state
+    assert await _eventually(lambda: state.admission.running == 0 and not state.streams)
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{server.url}/metrics")).text
     assert _metric(metrics, "llmrerank_cancelled_total") == 1
 
 
@@ -227,9 +248,8 @@ async def test_breaking_out_of_the_client_stream_cancels_too(serve: ServeFactory
         assert update.kind == "fast"
         break
     await stream.aclose()  # type: ignore[attr-defined]
-    while llm.cancelled == 0 and time.monotonic() - t0 < 4.0:
-        await asyncio.sleep(0.02)
-    assert llm.cancelled >= 1
+    assert await _eventually(lambda: llm.cancelled >= 1)
+    assert time.monotonic() - t0 < 4.0
 
 
 async def test_backpressure_answers_503_with_retry_after(serve: ServeFactory) -> None:
@@ -245,11 +265,17 @@ async def test_backpressure_answers_503_with_retry_after(serve: ServeFactory) ->
             if r.status_code == 503:
                 assert r.headers["Retry-After"] == "2"
                 assert "server busy" in r.json()["message"]
-        waits = sorted(r.json()["llmrerank"]["queue_wait"] for r in responses if r.status_code == 200)
+        waits = sorted(
+            r.json()["llmrerank"]["queue_wait"] for r in responses if r.status_code == 200
+        )
         assert waits[0] < 0.5 and waits[1] > 0.5  # one ran at once, one waited its turn
         # The stream endpoint shares the same slots: busy -> 503 before any event.
-        first = asyncio.ensure_future(client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}))
-        second = asyncio.ensure_future(client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}))
+        first = asyncio.ensure_future(
+            client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
+        )
+        second = asyncio.ensure_future(
+            client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
+        )
         await asyncio.sleep(0.3)
         r = await client.post("/v1/rerank/stream", json={"query": QUERY, "documents": DOCS})
         assert r.status_code == 503 and r.headers["Retry-After"] == "2"
@@ -259,7 +285,7 @@ async def test_backpressure_answers_503_with_retry_after(serve: ServeFactory) ->
                 *(arerank(server.url, QUERY, DOCS, client=client) for _ in range(3))
             )
         assert info.value.retry_after == 2.0
-    metrics = httpx.get(f"{server.url}/metrics").text
+        metrics = (await client.get("/metrics")).text
     assert _metric(metrics, "llmrerank_rejected_total") >= 3
 
 
@@ -270,11 +296,21 @@ def test_client_maps_rejections_to_input_error(serve: ServeFactory) -> None:
 
 
 def test_metrics_count_requests_latency_degradation_and_cache_hits(serve: ServeFactory) -> None:
-    funnel = Funnel(llm=ScriptedScorer(_prefers_short), k=3, deadline=5.0, name="enterprise",
-                    cache=MemoryScoreCache())
+    funnel = Funnel(
+        llm=ScriptedScorer(_prefers_short),
+        k=3,
+        deadline=5.0,
+        name="enterprise",
+        cache=MemoryScoreCache(),
+    )
     server = serve(funnel)
     for _ in range(2):  # the second request finds its 3 LLM scores in the cache
-        assert httpx.post(f"{server.url}/v1/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 200
+        assert (
+            httpx.post(
+                f"{server.url}/v1/rerank", json={"query": QUERY, "documents": DOCS}
+            ).status_code
+            == 200
+        )
     httpx.post(f"{server.url}/v1/rerank", json={"query": "", "documents": DOCS})
     funnel.llm = ScriptedScorer(fail=BackendUnavailable("down"))
     httpx.post(f"{server.url}/v1/rerank", json={"query": "fresh query", "documents": DOCS})
@@ -302,8 +338,10 @@ def test_healthz_and_openapi(serve: ServeFactory) -> None:
 
 def test_requests_can_pick_a_preset_sharing_the_servers_scorers(serve: ServeFactory) -> None:
     server = serve(_funnel())
-    r = httpx.post(f"{server.url}/v1/rerank",
-                   json={"query": QUERY, "documents": DOCS, "preset": "research", "k": 2})
+    r = httpx.post(
+        f"{server.url}/v1/rerank",
+        json={"query": QUERY, "documents": DOCS, "preset": "research", "k": 2},
+    )
     body = r.json()
     assert r.status_code == 200
     assert body["llmrerank"]["funnel"] == "research"
@@ -315,7 +353,9 @@ def test_demo_search_over_the_stdlib_corpus(serve: ServeFactory, demo_corpus: An
     server = serve(_funnel(k=5), corpus=demo_corpus)
     info = httpx.get(f"{server.url}/v1/demo/info").json()
     assert info["corpus_size"] == len(demo_corpus) >= 1000
-    r = httpx.post(f"{server.url}/v1/demo/search", json={"query": "decompress gzip data", "top_n": 5})
+    r = httpx.post(
+        f"{server.url}/v1/demo/search", json={"query": "decompress gzip data", "top_n": 5}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["results"]) == 5

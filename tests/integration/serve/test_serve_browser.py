@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from llmrerank import Funnel
 from llmrerank.testing import ScriptedScorer
 
@@ -69,7 +68,9 @@ async def test_page_shows_fast_results_first_then_the_final_api_order(
             await page.click("button[type=submit]")
 
             await page.wait_for_selector("#results[data-phase=fast] li", timeout=10_000)
-            fast_ids = await page.eval_on_selector_all("#results li", "els => els.map(e => e.dataset.id)")
+            fast_ids = await page.eval_on_selector_all(
+                "#results li", "els => els.map(e => e.dataset.id)"
+            )
             await page.screenshot(path=str(ARTIFACTS / "1-fast.png"), full_page=True)
             assert len(fast_ids) == 10
             assert await page.get_attribute("#results", "data-phase") == "fast"
@@ -77,12 +78,20 @@ async def test_page_shows_fast_results_first_then_the_final_api_order(
             await page.wait_for_selector("#results[data-phase=final]", timeout=20_000)
             await page.wait_for_timeout(600)  # let the re-ordering animation finish
             await page.screenshot(path=str(ARTIFACTS / "2-final.png"), full_page=True)
-            final_ids = await page.eval_on_selector_all("#results li", "els => els.map(e => e.dataset.id)")
+            final_ids = await page.eval_on_selector_all(
+                "#results li", "els => els.map(e => e.dataset.id)"
+            )
             events = await page.evaluate("window.llmrerankDemo.events")
-            moves = await page.eval_on_selector_all("#results .move", "els => els.map(e => e.textContent)")
+            moves = await page.eval_on_selector_all(
+                "#results .move", "els => els.map(e => e.textContent)"
+            )
             status = await page.inner_text("#status")
-            summary = await page.eval_on_selector_all("#summary li", "els => els.map(e => e.textContent)")
-            llm_badges = await page.eval_on_selector_all("#results li[data-stage=llm]", "els => els.length")
+            summary = await page.eval_on_selector_all(
+                "#summary li", "els => els.map(e => e.textContent)"
+            )
+            llm_badges = await page.eval_on_selector_all(
+                "#results li[data-stage=llm]", "els => els.length"
+            )
         finally:
             await browser.close()
 
@@ -92,7 +101,8 @@ async def test_page_shows_fast_results_first_then_the_final_api_order(
     assert events[0]["t"] < events[-1]["t"] - 1000  # the fast list was on screen >1 s earlier
     assert events[0]["ids"] == fast_ids
 
-    api = httpx.post(f"{server.url}/v1/demo/search", json={"query": QUERY, "top_n": 10}, timeout=30)
+    async with httpx.AsyncClient(timeout=30) as client:
+        api = await client.post(f"{server.url}/v1/demo/search", json={"query": QUERY, "top_n": 10})
     assert api.status_code == 200
     assert final_ids == [r["id"] for r in api.json()["results"]]
     assert final_ids != fast_ids  # the LLM moved something, and the page shows it

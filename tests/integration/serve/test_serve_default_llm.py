@@ -1,0 +1,47 @@
+"""The server on its real default: BM25 + the embedded SmolLM2 on CPU (no injected scorer)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+if importlib.util.find_spec("llmrerank.scorers.llm_local") is None:
+    pytest.skip(
+        "llmrerank.scorers.llm_local (the embedded default LLM, issue 3) is not installed yet",
+        allow_module_level=True,
+    )
+pytest.importorskip("transformers", reason="the default LLM needs llmrerank[local]")
+
+ServeFactory = Callable[..., Any]
+
+
+def test_default_server_reranks_with_the_embedded_llm(serve: ServeFactory) -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    # No funnel given: the app builds Funnel.from_preset("enterprise") with default_llm_scorer().
+    server = serve(None, k=3, deadline=60.0)
+    health = httpx.get(f"{server.url}/healthz").json()
+    assert health["llm_scorer"] and "bm25" in health["fast_scorer"]
+    docs = [
+        "The capital of France is Paris.",
+        "Bananas are rich in potassium.",
+        "Paris is known for the Eiffel Tower and is France's capital city.",
+    ]
+    r = httpx.post(
+        f"{server.url}/v1/rerank",
+        json={"query": "What is the capital of France?", "documents": docs},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["llmrerank"]["llm_scored"] == 3 and not body["llmrerank"]["degraded"]
+    assert body["llmrerank"]["llm_scorer"] == health["llm_scorer"]
+    assert body["results"][-1]["index"] == 1  # bananas last
+    assert {res["stage"] for res in body["results"]} == {"llm"}
