@@ -15,8 +15,7 @@ $(STAMP): pyproject.toml Makefile scripts/setup.sh
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/llmrerank rerank "how do I read a file line by line" \
-		--demo --preset enterprise
+	$(VENV)/bin/llmrerank serve --preset enterprise --port $${PORT:-8000}
 
 test: $(STAMP)
 	$(PY) -m pytest
