@@ -1,0 +1,179 @@
+"""``LLMRerankCompressor``: the llmrerank funnel as a LangChain ``BaseDocumentCompressor``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
+from langchain_core.documents import BaseDocumentCompressor, Document
+from llmrerank._adapters import PROVENANCE_KEY, LazyFunnel, provenance, select
+from llmrerank.funnel import Funnel
+from llmrerank.scorers.base import Scorer
+from llmrerank.types import Candidate, Ranking
+from pydantic import ConfigDict, Field, PrivateAttr
+
+__all__ = ["RELEVANCE_SCORE_KEY", "LLMRerankCompressor"]
+
+RELEVANCE_SCORE_KEY = "relevance_score"
+"""The metadata key of the fused score (the LangChain reranker convention)."""
+
+_UNSET_TOP_N: Any = object()
+
+
+class LLMRerankCompressor(BaseDocumentCompressor):
+    """Rerank documents with the llmrerank funnel: a fast stage on every document, an LLM on the
+    top ``k``, a hard deadline after which the fast-stage order fills in (flagged, never dropped).
+
+    Configure it with a preset name (and optionally your own ``fast``/``llm`` scorers), or hand it
+    a ready :class:`~llmrerank.Funnel`. The funnel is built on the first call, so constructing
+    the compressor never loads a model.
+
+    Returns copies of the best ``top_n`` documents, best first; each copy's metadata (deep-copied)
+    has ``relevance_score`` (the fused score that ordered them) and ``llmrerank``, a dict with
+    ``rank``, ``score``, ``stage`` (``llm``/``fast``/``input``), ``fast_score``, ``llm_score``,
+    ``cached``, ``degraded``, ``reasons`` and ``funnel``. The caller's documents are not changed.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_classic.retrievers import ContextualCompressionRetriever
+            from langchain_llmrerank import LLMRerankCompressor
+
+            retriever = ContextualCompressionRetriever(
+                base_compressor=LLMRerankCompressor(preset="enterprise", top_n=5),
+                base_retriever=vector_store.as_retriever(search_kwargs={"k": 50}),
+            )
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, use_attribute_docstrings=True
+    )
+
+    top_n: int | None = Field(default=3, ge=1)
+    """How many documents to return, best first; ``None`` returns every document, reranked."""
+
+    score_threshold: float | None = None
+    """Drop documents whose ``relevance_score`` is below this. The fused score is on a z-score
+    scale (0 is about average within the LLM window), not a probability; ``None`` keeps all."""
+
+    preset: str = "enterprise"
+    """The scenario preset the funnel is built from: ``realtime``, ``enterprise`` or ``research``
+    (see ``llmrerank.presets``). Not used when ``funnel`` is given."""
+
+    fast: Scorer | None = Field(default=None, exclude=True)
+    """The first-stage scorer run on every document; ``None`` uses the preset's (BM25)."""
+
+    llm: Scorer | Literal["default"] | None = Field(default="default", exclude=True)
+    """The second-stage scorer run on the top ``k``: ``"default"`` is the embedded CPU model,
+    any llmrerank ``Scorer`` (OpenAI-compatible server, vLLM, ...), or ``None`` for none."""
+
+    funnel: Funnel | None = Field(default=None, exclude=True)
+    """A ready funnel; replaces ``preset``, ``fast`` and ``llm``."""
+
+    k: int | None = Field(default=None, ge=0)
+    """How many documents the LLM scores per request; ``None`` keeps the funnel's setting."""
+
+    deadline: float | None = Field(default=None, gt=0)
+    """Seconds per request; ``None`` keeps the funnel's (the preset's) deadline."""
+
+    _lazy: LazyFunnel = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._lazy = LazyFunnel(
+            funnel=self.funnel,
+            preset=self.preset,
+            fast=self.fast,
+            llm=self.llm,
+            preset_given="preset" in self.model_fields_set,
+        )
+
+    def get_funnel(self) -> Funnel:
+        """The funnel this compressor runs (built from the preset on first use)."""
+        return self._lazy.get()
+
+    # ------------------------------------------------------------------ LangChain interface
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Rerank ``documents`` for ``query``; returns new documents, best first."""
+        return self._rerank_documents(documents, query, callbacks, _UNSET_TOP_N)
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Rerank ``documents`` for ``query`` on the running event loop (no worker thread)."""
+        return await self._arerank_documents(documents, query, callbacks, _UNSET_TOP_N)
+
+    # ------------------------------------------------------------------ shared by the retriever
+
+    def _rerank_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None,
+        top_n: int | None,
+    ) -> list[Document]:
+        docs = list(documents)
+        manager = CallbackManager.configure(inheritable_callbacks=callbacks)
+        run = manager.on_chain_start(
+            None, {"query": query, "documents": len(docs)}, name=type(self).__name__
+        )
+        try:
+            ranking = self.get_funnel().rerank(
+                query, _candidates(docs), k=self.k, deadline=self.deadline
+            )
+            out = self._results(docs, ranking, top_n)
+        except BaseException as exc:
+            run.on_chain_error(exc)
+            raise
+        run.on_chain_end({"documents": out, "ranking": ranking.provenance()})
+        return out
+
+    async def _arerank_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None,
+        top_n: int | None,
+    ) -> list[Document]:
+        docs = list(documents)
+        manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
+        run = await manager.on_chain_start(
+            None, {"query": query, "documents": len(docs)}, name=type(self).__name__
+        )
+        try:
+            ranking = await self.get_funnel().arerank(
+                query, _candidates(docs), k=self.k, deadline=self.deadline
+            )
+            out = self._results(docs, ranking, top_n)
+        except BaseException as exc:
+            await run.on_chain_error(exc)
+            raise
+        await run.on_chain_end({"documents": out, "ranking": ranking.provenance()})
+        return out
+
+    def _results(self, docs: list[Document], ranking: Ranking, top_n: int | None) -> list[Document]:
+        if top_n is _UNSET_TOP_N:
+            top_n = self.top_n
+        out = []
+        for result in select(ranking, top_n, self.score_threshold):
+            doc = docs[int(result.id)]
+            metadata = copy.deepcopy(doc.metadata)
+            metadata[RELEVANCE_SCORE_KEY] = result.score
+            metadata[PROVENANCE_KEY] = provenance(result, ranking)
+            out.append(doc.model_copy(update={"metadata": metadata}))
+        return out
+
+
+def _candidates(docs: list[Document]) -> list[Candidate]:
+    # Positions are the ids: LangChain document ids may be missing or repeated.
+    return [Candidate(id=str(i), text=doc.page_content) for i, doc in enumerate(docs)]
