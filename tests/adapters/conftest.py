@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,17 +23,6 @@ def minilm() -> Any:
     except ConfigError as exc:
         pytest.skip(str(exc))
     return st.SentenceTransformer(str(path), device="cpu")
-
-
-@pytest.fixture(scope="session")
-def embed(minilm: Any) -> Callable[[list[str]], list[list[float]]]:
-    """Normalised MiniLM embeddings as plain lists."""
-
-    def encode(texts: list[str]) -> list[list[float]]:
-        vectors = minilm.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-        return [[float(x) for x in v] for v in vectors]
-
-    return encode
 
 
 @pytest.fixture(scope="session")
