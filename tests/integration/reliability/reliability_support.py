@@ -37,6 +37,14 @@ SMALL_CORPUS = [
 ]
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 class LiveServer:
     """uvicorn on a socket bound to a free loopback port, in a thread running its own event
     loop (kept in ``loop`` so tests can count the tasks on it)."""
@@ -126,3 +134,167 @@ def settle(check: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+# ---------------------------------------------------------------------- fault-injecting proxy
+
+ProxyFault = str
+"""What the proxy does with one request: ``pass`` (forward), ``delay`` (forward after
+``delay`` seconds), ``5xx`` (answer ``status`` without forwarding), ``429`` (with
+``Retry-After``), ``malformed`` (200 with a body that is not JSON), ``truncated`` (the upstream's
+JSON cut in half, Content-Length matching, so the HTTP is valid and the JSON is not),
+``no_logprobs`` (the upstream's answer with every ``logprobs`` removed), ``drop`` (close the
+connection without an answer, as a server killed mid-request does)."""
+
+
+class FaultProxy:
+    """A fault-injecting HTTP proxy on 127.0.0.1 in front of a real server (a test double).
+
+    ``plan`` decides each request's fault: a fault name for every request, or a callable
+    ``(n) -> fault`` of the request number (1-based). It records each request's headers
+    (``seen_headers``) and counts ``requests`` and ``faults``. Runs its own event loop in a
+    thread; forwards with httpx.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        plan: ProxyFault | Callable[[int], ProxyFault] = "pass",
+        *,
+        delay: float = 5.0,
+        status: int = 503,
+        retry_after: float = 1.0,
+    ) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.plan = plan
+        self.delay = delay
+        self.status = status
+        self.retry_after = retry_after
+        self.requests = 0
+        self.faults: dict[str, int] = {}
+        self.seen_headers: list[dict[str, str]] = []
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the fault proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        import httpx
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        writers: set[asyncio.StreamWriter] = set()
+        async with httpx.AsyncClient(timeout=120) as client:
+
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                writers.add(writer)
+                try:
+                    while await self._one(reader, writer, client):
+                        pass
+                except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                    pass
+                finally:
+                    writers.discard(writer)
+                    writer.close()
+
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            async with server:
+                await self._stop.wait()
+                for w in list(writers):
+                    w.close()
+
+    def _fault(self) -> ProxyFault:
+        self.requests += 1
+        fault = self.plan(self.requests) if callable(self.plan) else self.plan
+        if fault != "pass":
+            self.faults[fault] = self.faults.get(fault, 0) + 1
+        return fault
+
+    async def _one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: Any
+    ) -> bool:
+        import json as _json
+
+        request_line = await reader.readline()
+        if not request_line:
+            return False
+        method, target, _ = request_line.decode("latin-1").split(" ", 2)
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+        self.seen_headers.append(headers)
+        fault = self._fault()
+        if fault == "drop":
+            writer.transport.abort()
+            return False
+        if fault == "5xx":
+            await _respond(writer, self.status, b'{"error": {"message": "injected by the proxy"}}')
+            return True
+        if fault == "429":
+            extra = {"Retry-After": f"{self.retry_after:g}"}
+            await _respond(writer, 429, b'{"error": {"message": "rate limited (proxy)"}}', extra)
+            return True
+        if fault == "malformed":
+            await _respond(writer, 200, b"<html>this is not JSON</html>")
+            return True
+        if fault == "delay":
+            await asyncio.sleep(self.delay)
+        forward = {
+            k: v for k, v in headers.items() if k not in ("host", "content-length", "connection")
+        }
+        upstream = await client.request(
+            method, self.upstream + target, content=body, headers=forward
+        )
+        payload = upstream.content
+        if fault == "truncated":
+            payload = payload[: max(1, len(payload) // 2)]
+        elif fault == "no_logprobs":
+            try:
+                data = _json.loads(payload)
+                for choice in data.get("choices", []):
+                    choice.pop("logprobs", None)
+                payload = _json.dumps(data).encode()
+            except ValueError:
+                pass
+        content_type = upstream.headers.get("content-type", "application/json")
+        await _respond(writer, upstream.status_code, payload, {"Content-Type": content_type})
+        return True
+
+
+async def _respond(
+    writer: asyncio.StreamWriter, status: int, body: bytes, headers: dict[str, str] | None = None
+) -> None:
+    lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    await writer.drain()
