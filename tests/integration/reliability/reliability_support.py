@@ -85,15 +85,15 @@ class LiveServer:
             time.sleep(0.02)
         return self
 
-    def tasks(self) -> set[str]:
-        """Names of the tasks alive on the server's loop (other than the one asking)."""
+    def tasks(self) -> list[str]:
+        """Names of the tasks alive on the server's loop (other than the one asking), sorted."""
         assert self.loop is not None
 
-        async def names() -> set[str]:
+        async def names() -> list[str]:
             me = asyncio.current_task()
-            return {_task_name(t) for t in asyncio.all_tasks() if t is not me}
+            return sorted(_task_name(t) for t in asyncio.all_tasks() if t is not me)
 
-        fut: concurrent.futures.Future[set[str]] = asyncio.run_coroutine_threadsafe(
+        fut: concurrent.futures.Future[list[str]] = asyncio.run_coroutine_threadsafe(
             names(), self.loop
         )
         return fut.result(timeout=10)
@@ -298,3 +298,86 @@ async def _respond(
     lines += [f"{k}: {v}" for k, v in headers.items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
     await writer.drain()
+
+
+# ---------------------------------------------------------------------- load
+
+
+@dataclass
+class LoadResult:
+    """Latencies and outcomes of one load run (every response already checked complete)."""
+
+    latencies: list[float]
+    wall: float
+    degraded: int = 0
+    reasons: dict[str, int] | None = None
+    statuses: dict[int, int] | None = None
+    funnel_times: list[float] | None = None
+    """Each ranking's own ``timings["total"]`` (inside the funnel, without HTTP or queueing)."""
+
+    def percentile(self, q: float, values: list[float] | None = None) -> float:
+        xs = sorted(self.latencies if values is None else values)
+        if not xs:
+            return float("nan")
+        i = min(len(xs) - 1, max(0, int(round(q / 100 * len(xs) + 0.5)) - 1))
+        return xs[i]
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.latencies)
+        return {
+            "requests": n,
+            "wall_s": round(self.wall, 3),
+            "throughput_rps": round(n / self.wall, 2) if self.wall > 0 else None,
+            "latency_s": {
+                "p50": round(self.percentile(50), 4),
+                "p90": round(self.percentile(90), 4),
+                "p99": round(self.percentile(99), 4),
+                "max": round(max(self.latencies), 4) if n else None,
+                "mean": round(sum(self.latencies) / n, 4) if n else None,
+            },
+            "funnel_time_s": {
+                q: round(self.percentile(float(q[1:]), self.funnel_times or []), 4)
+                for q in ("p50", "p90", "p99")
+            },
+            "degraded_rate": round(self.degraded / n, 4) if n else None,
+            "reasons": dict(sorted((self.reasons or {}).items())),
+            **({"statuses": self.statuses} if self.statuses else {}),
+        }
+
+
+Outcome = tuple[list[str], dict[str, Any]]
+"""What one request returned: the ranked ids and the ranking's provenance."""
+
+
+async def run_load(
+    request: Callable[[int], Any],
+    *,
+    total: int,
+    concurrency: int,
+    expected_ids: list[str],
+) -> LoadResult:
+    """Send ``total`` requests, ``concurrency`` in flight at once; each returns an
+    :data:`Outcome`. Asserts every response holds every expected id exactly once."""
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    reasons: dict[str, int] = {}
+    degraded = 0
+    funnel_times: list[float] = []
+    expected = sorted(expected_ids)
+
+    async def one(i: int) -> None:
+        nonlocal degraded
+        async with sem:
+            t0 = time.monotonic()
+            ids, prov = await request(i)
+            latencies.append(time.monotonic() - t0)
+        assert sorted(ids) == expected, f"request {i}: ids {ids} are not the candidates"
+        funnel_times.append(float(prov["timings"]["total"]))
+        if prov.get("degraded"):
+            degraded += 1
+            for r in prov.get("reasons", []):
+                reasons[r] = reasons.get(r, 0) + 1
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(i) for i in range(total)))
+    return LoadResult(latencies, time.monotonic() - t0, degraded, reasons, None, funnel_times)
