@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import socket
 import threading
 import time
@@ -319,7 +320,7 @@ class LoadResult:
         xs = sorted(self.latencies if values is None else values)
         if not xs:
             return float("nan")
-        i = min(len(xs) - 1, max(0, int(round(q / 100 * len(xs) + 0.5)) - 1))
+        i = min(len(xs) - 1, max(0, math.ceil(q / 100 * len(xs)) - 1))  # nearest rank
         return xs[i]
 
     def summary(self) -> dict[str, Any]:
