@@ -40,15 +40,18 @@ word after ``Relevant:``."""
 GRADE_LABELS: Mapping[str, float] = {f" {g}": float(g) for g in range(4)}
 """Graded relevance 0..3 (single digits, single tokens in common vocabularies)."""
 
-_MARKERS = re.compile(r"(?im)^\s*(query|passage|relevant|question|answer)\s*:")
+_MARKERS = re.compile(
+    r"(?im)^\s*(query|passage|relevant|question|answer|a question this passage answers)\s*:"
+)
 _FENCE = re.compile(r"<{2,}|>{2,}|\[/?INST\]|<\|[^|>]{0,40}\|>")
 
 
 def sanitize_text(text: str) -> str:
     """Neutralise template markers inside an untrusted text.
 
-    Line-leading ``Query:``/``Passage:``/``Relevant:``/``Question:``/``Answer:`` become
-    ``Query -``; chat-template tokens such as ``<|im_start|>`` and ``[INST]`` and long angle-bracket
+    Line-leading ``Query:``/``Passage:``/``Relevant:``/``Question:``/``Answer:`` (and the
+    query-likelihood template's ``A question this passage answers:``) become ``Query -``;
+    chat-template tokens such as ``<|im_start|>`` and ``[INST]`` and long angle-bracket
     runs are blanked. Ordinary prose is unchanged.
     """
     text = _FENCE.sub(" ", text)
@@ -64,19 +67,22 @@ class JudgementTemplate:
     suffix: str = "Relevant:"
     labels: Mapping[str, float] = field(default_factory=lambda: dict(YES_NO_LABELS))
     version: str = "judge-v1"
+    sanitize: bool = True
+    """Neutralise template markers in candidate texts (:func:`sanitize_text`). Off only to
+    measure what the mitigation buys (docs/reliability.md)."""
 
     def prefix(self, query: str) -> str:
         """The part shared by every candidate of ``query`` (cacheable by the server)."""
         return f"{self.instruction}\nQuery: {query}\n"
 
     def render(self, query: str, text: str) -> str:
-        body = self.body.format(query=query, text=sanitize_text(text))
+        body = self.body.format(query=query, text=sanitize_text(text) if self.sanitize else text)
         return f"{self.instruction}\n{body}{self.suffix}"
 
     @property
     def fingerprint(self) -> str:
         labels = ",".join(f"{k.strip()}={v:g}" for k, v in self.labels.items())
-        return f"{self.version}[{labels}]"
+        return f"{self.version}[{labels}]" + ("" if self.sanitize else "+unsanitized")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +91,15 @@ class QueryLikelihoodTemplate:
 
     context: str = "Passage: {text}\nA question this passage answers:"
     version: str = "ql-v1"
+    sanitize: bool = True
+    """Neutralise template markers in candidate texts (:func:`sanitize_text`)."""
 
     def render(self, query: str, text: str) -> tuple[str, str]:
         """(context, target): score the target's tokens given the context. The target starts
         with a space so it tokenises as it would in running text."""
-        return self.context.format(text=sanitize_text(text)), " " + query.strip()
+        text = sanitize_text(text) if self.sanitize else text
+        return self.context.format(text=text), " " + query.strip()
 
     @property
     def fingerprint(self) -> str:
-        return self.version
+        return self.version + ("" if self.sanitize else "+unsanitized")
