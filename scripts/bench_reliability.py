@@ -142,11 +142,11 @@ def run_llamacpp(
 
     setup = (
         f"{len(REAL_DOCS)} short candidates, k={k}, deadline {deadline} s, llama-cpp-python server "
-        "(SmolLM2-135M Q4_1 GGUF, 1 thread), query likelihood"
+        "(SmolLM2-135M Q4_1 GGUF, 1 thread), judgement"
     )
     with _llama_server() as llama:
         if kind == "funnel-llamacpp":
-            scorer = OpenAILLMScorer(llama.url, "smollm2", method="query_likelihood")
+            scorer = OpenAILLMScorer(llama.url, "smollm2", method="judgement")
             funnel = Funnel(llm=scorer, k=k, deadline=deadline, name="enterprise")
 
             async def go() -> Any:

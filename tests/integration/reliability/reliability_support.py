@@ -126,6 +126,15 @@ class Resources:
         threads = frozenset(f"{t.name}#{t.ident}" for t in threading.enumerate())
         return cls(threads=threads, connections=conns, fds=proc.num_fds())
 
+    def within(self, before: Resources) -> bool:
+        """Nothing new since ``before``: no thread, connection or descriptor was left behind
+        (closing a pooled connection that existed before is fine)."""
+        return (
+            self.threads <= before.threads
+            and self.connections <= before.connections
+            and self.fds <= before.fds
+        )
+
 
 def settle(check: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Poll ``check`` until it holds (sockets in TIME_WAIT and pool threads take a moment)."""
@@ -315,6 +324,8 @@ class LoadResult:
     statuses: dict[int, int] | None = None
     funnel_times: list[float] | None = None
     """Each ranking's own ``timings["total"]`` (inside the funnel, without HTTP or queueing)."""
+    llm_scored: int = 0
+    """Candidates that got an LLM score, over all requests."""
 
     def percentile(self, q: float, values: list[float] | None = None) -> float:
         xs = sorted(self.latencies if values is None else values)
@@ -341,6 +352,7 @@ class LoadResult:
                 for q in ("p50", "p90", "p99")
             },
             "degraded_rate": round(self.degraded / n, 4) if n else None,
+            "llm_scored_total": self.llm_scored,
             "reasons": dict(sorted((self.reasons or {}).items())),
             **({"statuses": self.statuses} if self.statuses else {}),
         }
@@ -364,6 +376,7 @@ async def run_load(
     reasons: dict[str, int] = {}
     degraded = 0
     funnel_times: list[float] = []
+    llm_scored: list[int] = []
     expected = sorted(expected_ids)
 
     async def one(i: int) -> None:
@@ -374,6 +387,7 @@ async def run_load(
             latencies.append(time.monotonic() - t0)
         assert sorted(ids) == expected, f"request {i}: ids {ids} are not the candidates"
         funnel_times.append(float(prov["timings"]["total"]))
+        llm_scored.append(int(prov.get("llm_scored", 0)))
         if prov.get("degraded"):
             degraded += 1
             for r in prov.get("reasons", []):
@@ -381,4 +395,6 @@ async def run_load(
 
     t0 = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(total)))
-    return LoadResult(latencies, time.monotonic() - t0, degraded, reasons, None, funnel_times)
+    result = LoadResult(latencies, time.monotonic() - t0, degraded, reasons, None, funnel_times)
+    result.llm_scored = sum(llm_scored)
+    return result
