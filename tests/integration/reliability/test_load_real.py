@@ -80,7 +80,9 @@ def _server_resources(proc: psutil.Process) -> tuple[int, int, int]:
     return proc.num_threads(), proc.num_fds(), len(proc.net_connections(kind="inet"))
 
 
-async def test_200_concurrent_through_llmrerank_serve_against_llama_cpp(llama: Any) -> None:
+@pytest.fixture
+def serve_process(llama: Any) -> Iterator[tuple[psutil.Process, str]]:
+    """``llmrerank serve --llm openai`` in front of the llama.cpp server, on a free port."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "llmrerank", "serve", "--no-demo", "--llm", "openai",
@@ -93,43 +95,55 @@ async def test_200_concurrent_through_llmrerank_serve_against_llama_cpp(llama: A
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
+            assert proc.poll() is None, f"llmrerank serve exited with {proc.returncode}"
             try:
                 if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        ps = psutil.Process(proc.pid)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-
-            async def request(i: int) -> Any:
-                body = {"query": f"capital of France {i}", "documents": DOCS}
-                r = await client.post("/v1/rerank", json=body)
-                assert r.status_code == 200, r.text
-                data = r.json()
-                return [str(x["index"]) for x in data["results"]], data["llmrerank"]
-
-            # Warm-up, with time enough for the LLM: the chain serve -> llama.cpp scores.
-            warm = await client.post(
-                "/v1/rerank", json={"query": "capital of France", "documents": DOCS, "deadline": 50}
-            )
-            assert warm.json()["llmrerank"]["llm_scored"] == 2, warm.text
-            await run_load(request, total=20, concurrency=20, expected_ids=IDS)
-            settle(lambda: len(ps.net_connections(kind="inet")) <= 2, timeout=10)
-            threads0, fds0, conns0 = _server_resources(ps)
-            rss0 = ps.memory_info().rss
-            result = await run_load(request, total=200, concurrency=200, expected_ids=IDS)
-            assert result.percentile(99) <= DEADLINE + HTTP_MARGIN, result.summary()
-            # serve's OpenAI backend uses query likelihood (echo log-probabilities), which
-            # llama-cpp-python computes in seconds per request here: under this load most or all
-            # requests are cut at the deadline, flagged, and complete.
-            assert set(result.reasons or {}) <= {"deadline"}, result.summary()
-        rss_grown = ps.memory_info().rss - rss0
-        assert rss_grown < 128 * 1024 * 1024, f"server RSS grew {rss_grown / 1e6:.0f} MB"
-        assert settle(lambda: _server_resources(ps) <= (threads0, fds0, conns0), timeout=15), (
-            (threads0, fds0, conns0),
-            _server_resources(ps),
-        )
+        yield psutil.Process(proc.pid), url
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+async def test_200_concurrent_through_llmrerank_serve_against_llama_cpp(
+    serve_process: tuple[psutil.Process, str],
+) -> None:
+    ps, url = serve_process
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def request(i: int) -> Any:
+            body = {"query": f"capital of France {i}", "documents": DOCS}
+            r = await client.post("/v1/rerank", json=body)
+            assert r.status_code == 200, r.text
+            data = r.json()
+            return [str(x["index"]) for x in data["results"]], data["llmrerank"]
+
+        # Warm-up, with time enough for the LLM: the chain serve -> llama.cpp scores.
+        warm = await client.post(
+            "/v1/rerank", json={"query": "capital of France", "documents": DOCS, "deadline": 50}
+        )
+        assert warm.json()["llmrerank"]["llm_scored"] == 2, warm.text
+        await run_load(request, total=20, concurrency=20, expected_ids=IDS)
+        await asyncio.sleep(1.0)
+        threads0, fds0, conns0 = _server_resources(ps)
+        rss0 = ps.memory_info().rss
+        result = await run_load(request, total=200, concurrency=200, expected_ids=IDS)
+        assert result.percentile(99) <= DEADLINE + HTTP_MARGIN, result.summary()
+        # serve's OpenAI backend uses query likelihood (echo log-probabilities), which
+        # llama-cpp-python computes in seconds per request here: under this load most or all
+        # requests are cut at the deadline, flagged, and complete.
+        assert set(result.reasons or {}) <= {"deadline"}, result.summary()
+    rss_grown = ps.memory_info().rss - rss0
+    assert rss_grown < 128 * 1024 * 1024, f"server RSS grew {rss_grown / 1e6:.0f} MB"
+    for _ in range(150):  # the server's sockets and threads drain within seconds
+        if _server_resources(ps) <= (threads0, fds0, conns0):
+            break
+        await asyncio.sleep(0.1)
+    after = _server_resources(ps)
+    assert after[0] <= threads0 and after[1] <= fds0 and after[2] <= conns0, (
+        (threads0, fds0, conns0),
+        after,
+    )
