@@ -223,14 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {}
     if args.out.exists():
         out = json.loads(args.out.read_text())
-    out["command"] = "PYTHONPATH=core python scripts/bench_reliability.py " + " ".join(
+    command = "PYTHONPATH=core python scripts/bench_reliability.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    out["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     scenarios = out.setdefault("scenarios", {})
     for name in args.scenarios:
         print(f"{name} ...", file=sys.stderr, flush=True)
@@ -239,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 key = name if conc == 200 else f"{name}@{conc}"
                 scenarios[key] = run_scripted(name, args.total, conc, args.deadline)
                 scenarios[key]["measured"] = time.strftime("%Y-%m-%d %H:%M")
+                scenarios[key]["command"] = command
+                scenarios[key]["load_average"] = [round(x, 1) for x in os.getloadavg()]
                 print(key, json.dumps(scenarios[key], indent=1), file=sys.stderr)
             continue
         else:
@@ -250,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} skipped: {exc}", file=sys.stderr)
                 continue
         scenarios[name]["measured"] = time.strftime("%Y-%m-%d %H:%M")
+        scenarios[name]["command"] = command
+        scenarios[name]["load_average"] = [round(x, 1) for x in os.getloadavg()]
         print(json.dumps(scenarios[name], indent=1), file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
