@@ -379,6 +379,8 @@ class VLLMScorer:
             return []
         await self.start()
         self._check_loop()
+        if deadline.expired:  # nothing can land in time: do not load the engine with it
+            return [None] * len(texts)
         sp_mod = require("vllm.sampling_params", extra="vllm", feature=_FEATURE)
         inputs_mod = require("vllm.inputs", extra="vllm", feature=_FEATURE)
         jobs: list[tuple[list[int], Any, int]] = []

@@ -233,6 +233,13 @@ async def test_deadline_midway_aborts_engine_requests(
     assert all(s is not None for s in again)
 
 
+async def test_expired_deadline_sends_nothing(ql: VLLMScorer) -> None:
+    expired = Deadline(time.monotonic() - 0.01)
+    scores = await ql.ascore(*CASES[1], deadline=expired)
+    assert scores == [None] * len(CASES[1][1])
+    assert ql.engine.get_num_unfinished_requests() == 0
+
+
 async def test_cancelling_ascore_aborts_its_requests(
     ql: VLLMScorer, slow_batch: tuple[list[str], float]
 ) -> None:
