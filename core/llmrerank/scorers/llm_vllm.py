@@ -17,9 +17,9 @@ Both scoring methods, read from log-probabilities only (never generated prose):
   averaged by :func:`~llmrerank.scoring.mean_logprob`.
 
 Truncation rule: prompts are built from token ids. The candidate text (after
-:func:`~llmrerank.prompts.sanitize_text`) keeps its first ``max_text_tokens`` tokens; the query
-keeps its first ``max_query_tokens``. The template around them is never cut, so the suffix the
-model answers after is always present.
+:func:`~llmrerank.prompts.sanitize_text`, unless the template's ``sanitize`` is off) keeps its
+first ``max_text_tokens`` tokens; the query keeps its first ``max_query_tokens``. The template
+around them is never cut, so the suffix the model answers after is always present.
 
 Deadline and cancellation: at the deadline the requests still running are aborted in the engine
 and their texts come back ``None``; when the caller cancels ``ascore`` (the funnel does at its
@@ -344,7 +344,9 @@ class VLLMScorer:
     def _text_ids(self, head: str, text: str) -> tuple[list[int], list[int]]:
         stripped = head.rstrip(" ")
         lead = head[len(stripped) :]
-        ids = self._encode(lead + sanitize_text(text))[: self.max_text_tokens]
+        if self.template.sanitize:  # off only to measure what the mitigation buys
+            text = sanitize_text(text)
+        ids = self._encode(lead + text)[: self.max_text_tokens]
         return self._encode(stripped), ids
 
     def _fit(self, before: list[int], text: list[int], after: list[int]) -> list[int]:
