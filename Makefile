@@ -19,8 +19,11 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/llmrerank serve --preset enterprise --port $${PORT:-8000}
 
-test: $(STAMP)
+# The whole suite: everything in the main venv, then the in-process vLLM tests in theirs
+# (the main venv skips that module: it has no vllm). The vLLM server tests use .venv-vllm too.
+test: $(STAMP) setup-vllm
 	$(PY) -m pytest
+	$(VENV_VLLM)/bin/python -m pytest tests/integration/vllm_inprocess
 
 setup-vllm:
 	PYTHON=$(PYTHON) VENV_VLLM=$(VENV_VLLM) bash scripts/setup_vllm.sh
@@ -34,4 +37,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_VLLM)
