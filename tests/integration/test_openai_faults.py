@@ -11,14 +11,13 @@ import logging
 import time
 
 import pytest
-
-pytest.importorskip("httpx")
-pytest.importorskip("tenacity")
-
 from llmrerank import Deadline, Funnel
 from llmrerank.errors import BackendTimeout, BackendUnavailable, RateLimited
 from llmrerank.scorers import OpenAILLMScorer
 from llmrerank.testing_servers import FaultServer, free_port
+
+pytest.importorskip("httpx")
+pytest.importorskip("tenacity")
 
 pytestmark = pytest.mark.integration
 

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-pytest.importorskip("httpx")
-pytest.importorskip("tenacity")
-
 from llmrerank import Deadline, Funnel
 from llmrerank.errors import ConfigError
 from llmrerank.prompts import JudgementTemplate
 from llmrerank.scorers import OpenAILLMScorer
+
+pytest.importorskip("httpx")
+pytest.importorskip("tenacity")
 
 if TYPE_CHECKING:
     from conftest import Server
