@@ -12,7 +12,7 @@ import time
 
 import pytest
 from llmrerank import Deadline, Funnel
-from llmrerank.errors import BackendTimeout, BackendUnavailable, RateLimited
+from llmrerank.errors import BackendTimeout, BackendUnavailable, CircuitOpen, RateLimited
 from llmrerank.scorers import OpenAILLMScorer
 from llmrerank.testing_servers import FaultServer, free_port
 
@@ -281,3 +281,22 @@ def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     s = OpenAILLMScorer("http://127.0.0.1:1/v1", "fake", api_key_env="MY_LLM_KEY")
     assert "api_key=set" in repr(s)
     assert SECRET not in repr(s)
+
+
+async def test_endpoint_breaker_opens_then_recovers_after_reset() -> None:
+    with FaultServer("5xx", fail_first=3) as srv:
+        s = scorer(srv.url, max_retries=0, breaker_threshold=3, breaker_reset=0.3)
+        for _ in range(3):
+            with pytest.raises(BackendUnavailable):
+                await s.ascore(QUERY, ["Paris."], deadline=Deadline.after(2))
+        assert s.endpoint_stats()[0]["breaker"] == "open"
+        with pytest.raises(CircuitOpen):
+            await s.ascore(QUERY, ["Paris."], deadline=Deadline.after(2))
+        assert srv.requests == 3, "an open circuit is not even asked"
+        await asyncio.sleep(0.35)
+        [score] = await s.ascore(
+            QUERY, ["Paris is the capital of France."], deadline=Deadline.after(2)
+        )
+        assert score is not None
+        assert s.endpoint_stats()[0]["breaker"] == "closed"
+        await s.aclose()

@@ -867,11 +867,13 @@ class OpenAILLMScorer:
         state = self._state()
         await state.semaphore.acquire()
         try:
-            index, ep = self._pick(tried)
-            tried.add(index)
             timeout = deadline.timeout(cap=self.request_timeout)
             if timeout is not None and timeout <= 0:
-                raise BackendTimeout(f"{ep.display}: deadline passed before the request")
+                raise BackendTimeout(f"{self.fingerprint}: deadline passed before the request")
+            # from here on the breaker may have reserved its half-open trial for this request:
+            # every path below reports back to it
+            index, ep = self._pick(tried)
+            tried.add(index)
             ep.outstanding += 1
             ep.requests += 1
             self.stats["requests"] += 1
