@@ -1,5 +1,5 @@
 """OpenAILLMScorer without a server: configuration, request forms and response parsing, driven
-through httpx.MockTransport (real servers: tests/integration/openai/)."""
+through httpx.MockTransport (real servers: tests/integration/openai_servers/)."""
 
 from __future__ import annotations
 
