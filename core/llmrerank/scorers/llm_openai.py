@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -106,8 +106,10 @@ class _Endpoint:
     """One base URL: its health (circuit breaker) and its load (requests outstanding)."""
 
     root: str
-    """Server root without ``/v1`` (tokenize endpoints live here)."""
+    """Server root without ``/v1`` (tokenize endpoints live here) and without credentials."""
     breaker: CircuitBreaker
+    auth: tuple[str, str] | None = field(default=None, repr=False)
+    """``user:password`` from the URL, sent as a header so the URL never carries (or logs) it."""
     outstanding: int = 0
     requests: int = 0
 
@@ -117,7 +119,7 @@ class _Endpoint:
 
     @property
     def display(self) -> str:
-        return _redact_url(self.root)
+        return self.root
 
 
 @dataclass
@@ -151,6 +153,14 @@ def _redact_url(url: str) -> str:
             host += f":{parts.port}"
         return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     return url
+
+
+def _url_auth(url: str) -> tuple[str, str] | None:
+    """Basic-auth credentials written into a URL (``http://user:pw@host``), if any."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return None
+    return unquote(parts.username or ""), unquote(parts.password or "")
 
 
 def _root_of(base_url: str) -> str:
@@ -315,10 +325,11 @@ class OpenAILLMScorer:
             raise ConfigError(f"base_url lists the same server twice: {roots}")
         self._endpoints = [
             _Endpoint(
-                root=r,
+                root=_redact_url(r),
                 breaker=CircuitBreaker(
                     breaker_threshold, breaker_reset, name=f"{_redact_url(r)} ({model})"
                 ),
+                auth=_url_auth(r),
             )
             for r in roots
         ]
@@ -769,7 +780,13 @@ class OpenAILLMScorer:
                 raise BackendTimeout("deadline passed while detecting the server")
             try:
                 resp = await asyncio.wait_for(
-                    client.request(verb, ep.root + path, json=body, timeout=self._timeout(timeout)),
+                    client.request(
+                        verb,
+                        ep.root + path,
+                        json=body,
+                        auth=ep.auth or httpx.USE_CLIENT_DEFAULT,
+                        timeout=self._timeout(timeout),
+                    ),
                     timeout,
                 )
             except (asyncio.TimeoutError, httpx.TimeoutException):
@@ -879,7 +896,10 @@ class OpenAILLMScorer:
             self.stats["requests"] += 1
             try:
                 resp = await state.client.post(
-                    ep.api + path, json=payload, timeout=self._timeout(timeout)
+                    ep.api + path,
+                    json=payload,
+                    auth=ep.auth or httpx.USE_CLIENT_DEFAULT,
+                    timeout=self._timeout(timeout),
                 )
                 data = self._decode(ep, resp)
             except httpx.TimeoutException:
