@@ -474,7 +474,7 @@ class Funnel:
                         f"LLM scorer returned {len(scores)} scores for {len(chunk)} texts"
                     )
                 self.latency.observe(time.monotonic() - c0, len(chunk))
-                return chunk, list(scores)
+                return chunk, scores
 
         tasks = {asyncio.ensure_future(score_chunk(c)) for c in chunks}
         pending = tasks
@@ -508,9 +508,6 @@ class Funnel:
                 len(state.llm),
                 len(state.window),
             )
-        unscored = [i for i in state.window if i not in state.llm]
-        if unscored and not set(state.reasons) - {"fast_stage_failed"}:
-            state.reason("deadline" if dl.expired else "malformed_output")
         state.timings["llm"] = time.monotonic() - t0
 
     def _collect(self, state: _State, task: asyncio.Future[Any], texts: list[str]) -> bool:
@@ -530,10 +527,12 @@ class Funnel:
             return False
         chunk, scores = task.result()
         self.breaker.record_success()
+        explained: dict[int, str] = getattr(scores, "reasons", {})
         landed: list[int] = []
         bad = 0
-        for i, s in zip(chunk, scores, strict=True):
+        for j, (i, s) in enumerate(zip(chunk, scores, strict=True)):
             if s is None:
+                state.reason(explained.get(j, "deadline"))
                 continue
             if not (isinstance(s, (int, float)) and math.isfinite(s)):
                 bad += 1

@@ -350,3 +350,17 @@ def test_huge_and_hostile_texts_are_cut_for_scoring_not_lost(caplog):
     assert ranking.info["truncated"] == 1
     assert any("cut for scoring" in r.getMessage() for r in caplog.records)
     assert all("\x00" not in t and "\ud800" not in t for t in llm.texts_seen)
+
+
+def test_scorers_can_explain_missing_scores():
+    from llmrerank.scorers.base import Scores
+
+    class Explaining(ScriptedScorer):
+        async def ascore(self, query, texts, *, deadline):
+            # the first text's answer was unusable; the second was not reached in time
+            return Scores([None, None, 1.0][: len(texts)], reasons={0: "malformed_output"})
+
+    ranking = Funnel(llm=Explaining(batch_size=3), k=3).rerank(QUERY, DOCS)
+    ids_once(ranking, len(DOCS))
+    assert ranking.reasons == ("malformed_output", "deadline")
+    assert ranking.llm_scored == 1

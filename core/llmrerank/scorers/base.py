@@ -7,7 +7,22 @@ from typing import Protocol, runtime_checkable
 
 from ..budget import Deadline
 
-__all__ = ["Scorer", "scorer_batch_size", "scorer_concurrency"]
+__all__ = ["Scorer", "Scores", "scorer_batch_size", "scorer_concurrency"]
+
+
+class Scores(list[float | None]):
+    """The scores of one ``ascore`` call, able to say why some are missing.
+
+    ``reasons`` maps the index of a ``None`` entry to a provenance reason
+    (``"malformed_output"``, ``"backend_error"``, ...). A ``None`` without a reason means the
+    text was not scored in time (``"deadline"``). A plain list works too.
+    """
+
+    def __init__(
+        self, values: Sequence[float | None] = (), reasons: dict[int, str] | None = None
+    ) -> None:
+        super().__init__(values)
+        self.reasons: dict[int, str] = dict(reasons or {})
 
 
 @runtime_checkable
@@ -15,8 +30,9 @@ class Scorer(Protocol):
     """Scores texts for a query; higher is more relevant.
 
     ``ascore`` returns one entry per text, in order: a finite float, or ``None`` when that text
-    could not be scored (not in time, or the backend's answer for it was unusable). A failure of
-    the whole call raises a :class:`~llmrerank.errors.BackendError`. Batching, concurrency limits
+    was not scored. A ``None`` means "not in time" unless the scorer returns :class:`Scores` with
+    a reason for it (unusable output, a failed request). A failure of the whole call raises a
+    :class:`~llmrerank.errors.BackendError`. Batching, concurrency limits
     and retries live inside the scorer; the funnel sees only scores.
 
     Optional attributes the funnel reads when present:

@@ -61,6 +61,7 @@ from ..errors import (
 )
 from ..prompts import JudgementTemplate, Method, QueryLikelihoodTemplate
 from ..scoring import expected_relevance, mean_logprob
+from .base import Scores
 
 if TYPE_CHECKING:
     import httpx
@@ -458,16 +459,19 @@ class OpenAILLMScorer:
         results = await asyncio.gather(
             *(self._score_bounded(query, t, deadline) for t in texts), return_exceptions=True
         )
-        scores: list[float | None] = []
+        scores = Scores()
         errors: list[BaseException] = []
-        for r in results:
+        for j, r in enumerate(results):
             if isinstance(r, BaseException):
                 if not isinstance(r, Exception):
                     raise r
                 errors.append(r)
                 scores.append(None)
+                scores.reasons[j] = r.reason if isinstance(r, BackendError) else "backend_error"
             else:
                 scores.append(r)
+                if r is None:  # answered, but without usable log-probabilities
+                    scores.reasons[j] = "malformed_output"
         if errors:
             if all(s is None for s in scores):
                 raise errors[0]

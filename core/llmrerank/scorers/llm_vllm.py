@@ -51,6 +51,7 @@ from ..budget import Deadline
 from ..errors import BackendUnavailable, ConfigError, MalformedOutput
 from ..prompts import JudgementTemplate, Method, QueryLikelihoodTemplate, sanitize_text
 from ..scoring import expected_relevance, mean_logprob
+from .base import Scores
 
 __all__ = ["VLLMScorer"]
 
@@ -421,18 +422,19 @@ class VLLMScorer:
                 "vLLM: deadline reached, %d of %d requests aborted", len(pending), len(tasks)
             )
 
-        scores: list[float | None] = []
+        scores = Scores()
         masses: list[float] = []
         failures: list[BaseException] = []
-        for task, (ids, _, n_target) in zip(tasks, jobs, strict=True):
+        for j, (task, (ids, _, n_target)) in enumerate(zip(tasks, jobs, strict=True)):
             if task not in done or task.cancelled():
-                scores.append(None)
+                scores.append(None)  # not in time
                 masses.append(math.nan)
                 continue
             exc = task.exception()
             if exc is not None:
                 failures.append(exc)
                 scores.append(None)
+                scores.reasons[j] = "backend_error"
                 masses.append(math.nan)
                 continue
             out = task.result()
@@ -442,6 +444,8 @@ class VLLMScorer:
             else:
                 score = self._read_likelihood(out, ids, n_target)
             scores.append(score)
+            if score is None:
+                scores.reasons[j] = "malformed_output"
         self.label_mass = masses
         if failures and len(failures) == len(tasks):
             raise BackendUnavailable(f"vLLM engine failed every request: {failures[0]!r}")
