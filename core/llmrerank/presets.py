@@ -20,6 +20,7 @@ candidate exactly once, degradation flagged in provenance.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError
@@ -121,8 +122,12 @@ def get_preset(preset: str | Preset) -> Preset:
         ) from None
 
 
+@lru_cache(maxsize=1)
 def default_llm_scorer() -> Scorer:
-    """The embedded CPU default: SmolLM2-135M-Instruct via transformers (``llmrerank[local]``)."""
+    """The embedded CPU default: SmolLM2-135M-Instruct via transformers (``llmrerank[local]``).
+
+    One shared instance per process, so every preset, adapter and server reuses one loaded model.
+    """
     from .scorers.llm_local import LocalLLMScorer
 
     return LocalLLMScorer()
