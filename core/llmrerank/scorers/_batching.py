@@ -1,0 +1,88 @@
+"""Micro-batched, deadline-aware scoring in a worker thread, shared by the in-process models.
+
+A torch forward pass cannot be interrupted, so the deadline is honoured *between* batches: the
+worker stops before a batch it does not expect to finish in time (judged by the last batch's
+duration), and the texts it did not reach come back as ``None``. When the awaiting coroutine is
+cancelled (the funnel's own deadline), the worker stops after the batch in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from ..budget import Deadline
+
+__all__ = ["finite_or_none", "score_in_batches"]
+
+logger = logging.getLogger("llmrerank")
+
+
+def finite_or_none(values: Sequence[float], *, source: str) -> list[float | None]:
+    """Finite floats pass; NaN and infinities become ``None`` (not scored), logged once a call."""
+    out: list[float | None] = []
+    bad = 0
+    for v in values:
+        f = float(v)
+        if math.isfinite(f):
+            out.append(f)
+        else:
+            out.append(None)
+            bad += 1
+    if bad:
+        logger.warning("%s produced %d non-finite score(s); treated as not scored", source, bad)
+    return out
+
+
+async def score_in_batches(
+    n: int,
+    batch_fn: Callable[[int, int], Sequence[float | None]],
+    *,
+    batch_size: int,
+    deadline: Deadline,
+    lock: threading.Lock,
+    source: str,
+    prepare: Callable[[], None] | None = None,
+) -> list[float | None]:
+    """Run ``batch_fn(start, stop)`` over ``range(n)`` in batches on a worker thread.
+
+    ``batch_fn`` returns one score (or None) per index in ``[start, stop)``. ``prepare`` runs
+    first on the same thread (loading a model, embedding the query). ``lock`` serialises use of
+    one model across concurrent calls (a CPU model gains nothing from overlapping).
+    """
+    stop_flag = threading.Event()
+
+    def work() -> list[float | None]:
+        out: list[float | None] = [None] * n
+        last: float | None = None
+        with lock:
+            if prepare is not None:
+                prepare()
+            for start in range(0, n, batch_size):
+                if stop_flag.is_set():
+                    break
+                left = deadline.remaining()
+                if left <= 0 or (last is not None and left < last):
+                    logger.info(
+                        "%s: deadline reached after %d of %d texts; the rest are not scored",
+                        source,
+                        start,
+                        n,
+                    )
+                    break
+                t0 = time.monotonic()
+                stop = min(n, start + batch_size)
+                scores = batch_fn(start, stop)
+                out[start:stop] = list(scores)
+                last = time.monotonic() - t0
+        return out
+
+    try:
+        return await asyncio.to_thread(work)
+    except asyncio.CancelledError:
+        stop_flag.set()
+        raise
