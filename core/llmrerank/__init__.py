@@ -7,7 +7,7 @@ a hard deadline, graceful degradation and progressive results. Start with
 
 from .breaker import CircuitBreaker
 from .budget import Deadline, LatencyEstimate
-from .cache import MemoryScoreCache, ScoreCache
+from .cache import MemoryScoreCache, ScoreCache, SQLiteScoreCache
 from .errors import (
     BackendError,
     BackendTimeout,
@@ -52,6 +52,7 @@ __all__ = [
     "Ranking",
     "RankingUpdate",
     "RateLimited",
+    "SQLiteScoreCache",
     "ScoreCache",
     "ScoredCandidate",
     "Scorer",

@@ -1,28 +1,60 @@
-"""Scorers: one file per backend. Optional backends import their dependencies lazily."""
+"""Scorers: one file per backend. Optional backends import their dependencies lazily.
+
+``BM25Scorer`` needs only the core dependencies. The others load on first access, so a missing
+optional dependency never breaks ``import llmrerank``; constructing one without its dependency
+raises :class:`~llmrerank.errors.MissingExtraError` naming the extra to install:
+
+- ``DenseScorer``, ``PrecomputedEmbeddings`` (``llmrerank[dense]``)
+- ``CrossEncoderScorer`` (``llmrerank[dense]``; its ONNX backend ``llmrerank[onnx]``)
+- ``RerankAPIScorer`` (``llmrerank[rerank-api]``)
+- ``OpenAILLMScorer`` (``llmrerank[openai]``)
+- ``HybridScorer`` (whatever its two scorers need)
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .base import Scorer
 from .bm25 import BM25Scorer
 
 if TYPE_CHECKING:
+    from .cross_encoder import CrossEncoderScorer
+    from .dense import DenseScorer, PrecomputedEmbeddings
+    from .hybrid import HybridScorer
     from .llm_openai import OpenAILLMScorer
+    from .rerank_api import RerankAPIScorer
 
-__all__ = ["BM25Scorer", "OpenAILLMScorer", "Scorer"]
+__all__ = [
+    "BM25Scorer",
+    "CrossEncoderScorer",
+    "DenseScorer",
+    "HybridScorer",
+    "OpenAILLMScorer",
+    "PrecomputedEmbeddings",
+    "RerankAPIScorer",
+    "Scorer",
+]
 
-_LAZY = {"OpenAILLMScorer": ".llm_openai"}
+_LAZY = {
+    "CrossEncoderScorer": ".cross_encoder",
+    "DenseScorer": ".dense",
+    "HybridScorer": ".hybrid",
+    "OpenAILLMScorer": ".llm_openai",
+    "PrecomputedEmbeddings": ".dense",
+    "RerankAPIScorer": ".rerank_api",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Backends with optional dependencies load on first access, so a missing extra (httpx for
-    ``OpenAILLMScorer``) removes that backend instead of breaking ``import llmrerank``."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
     value = getattr(import_module(module, __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,6 +9,7 @@ cancelled (the funnel's own deadline), the worker stops after the batch in fligh
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import math
 import threading
@@ -16,8 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..budget import Deadline
+from ..errors import MissingExtraError
 
-__all__ = ["finite_or_none", "score_in_batches"]
+__all__ = ["finite_or_none", "need", "score_in_batches"]
 
 logger = logging.getLogger("llmrerank")
 
@@ -86,3 +88,10 @@ async def score_in_batches(
     except asyncio.CancelledError:
         stop_flag.set()
         raise
+
+
+def need(module: str, *, extra: str, feature: str, package: str) -> None:
+    """Raise :class:`MissingExtraError` now if ``module`` is not installed (without importing
+    it: torch-based packages take seconds to import, which the first call pays instead)."""
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtraError(feature, extra, package)

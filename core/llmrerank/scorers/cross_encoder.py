@@ -19,7 +19,7 @@ import numpy as np
 from .._optional import require
 from ..budget import Deadline
 from ..errors import ConfigError, InputError
-from ._batching import finite_or_none, score_in_batches
+from ._batching import finite_or_none, need, score_in_batches
 
 __all__ = ["CrossEncoderScorer"]
 
@@ -61,6 +61,12 @@ class CrossEncoderScorer:
         local_files_only: bool = True,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        need(
+            "sentence_transformers",
+            extra="dense",
+            feature="CrossEncoderScorer",
+            package="sentence-transformers",
+        )
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size!r}")
         if max_length is not None and max_length < 8:

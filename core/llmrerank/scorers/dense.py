@@ -29,7 +29,7 @@ import numpy as np
 from .._optional import require
 from ..budget import Deadline
 from ..errors import ConfigError, InputError
-from ._batching import finite_or_none, score_in_batches
+from ._batching import finite_or_none, need, score_in_batches
 
 if TYPE_CHECKING:
     from ..types import Candidate
@@ -131,6 +131,12 @@ class DenseScorer:
         num_threads: int | None = None,
         local_files_only: bool = True,
     ) -> None:
+        need(
+            "sentence_transformers",
+            extra="dense",
+            feature="DenseScorer",
+            package="sentence-transformers",
+        )
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size!r}")
         if max_seq_length is not None and max_seq_length < 8:
@@ -226,9 +232,10 @@ class DenseScorer:
         long = [prompt + t for t in texts if len(prompt) + len(t) > limit - 2]
         if not long:
             return
-        lengths = [len(ids) for ids in model.tokenizer(long, add_special_tokens=True, verbose=False)[
-                "input_ids"
-            ]]
+        lengths = [
+            len(ids)
+            for ids in model.tokenizer(long, add_special_tokens=True, verbose=False)["input_ids"]
+        ]
         over = sum(n > limit for n in lengths)
         if over:
             level = logging.DEBUG if self._warned_truncation else logging.WARNING
@@ -245,7 +252,8 @@ class DenseScorer:
     def embed_query(self, query: str) -> np.ndarray:
         """The query's normalised embedding (loads the model if needed)."""
         self.load()
-        return self._encode([query], self.query_prompt)[0]
+        vector: np.ndarray = self._encode([query], self.query_prompt)[0]
+        return vector
 
     def _lookup(self, texts: Sequence[str], dim: int) -> dict[int, np.ndarray]:
         found: dict[int, np.ndarray] = {}
