@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import transformers
 from conftest import OFF_TOPIC, ON_TOPIC
-
 from llmrerank import Funnel
 from llmrerank.budget import Deadline
 from llmrerank.errors import ConfigError, InputError, MissingExtraError

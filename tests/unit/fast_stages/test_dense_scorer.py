@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from llmrerank import Candidate, Funnel
 from llmrerank.budget import Deadline
 from llmrerank.errors import ConfigError, InputError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from llmrerank import Funnel
 from llmrerank.budget import Deadline
 from llmrerank.errors import BackendUnavailable, InputError

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from llmrerank import Funnel, MemoryScoreCache, ScoreCache, SQLiteScoreCache
 from llmrerank.scorers.bm25 import BM25Scorer
 from llmrerank.testing import ScriptedScorer
