@@ -6,6 +6,7 @@ itself, which is what a first stage over a retriever's top-N needs: no index to 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -18,6 +19,9 @@ from rank_bm25 import BM25Okapi, BM25Plus
 from ..budget import Deadline
 
 __all__ = ["BM25Scorer", "tokenize"]
+
+_INLINE_MAX = 500
+"""Up to this many texts are scored on the event loop (a few ms); more go to a worker thread."""
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -111,4 +115,7 @@ class BM25Scorer:
     async def ascore(
         self, query: str, texts: Sequence[str], *, deadline: Deadline
     ) -> list[float | None]:
-        return list(self.score(query, texts))
+        if len(texts) < _INLINE_MAX:
+            return list(self.score(query, texts))
+        # Thousands of texts take seconds to tokenise: keep the event loop free meanwhile.
+        return list(await asyncio.to_thread(self.score, query, texts))
