@@ -302,6 +302,11 @@ async def main() -> None:
     print("wrote", out.with_suffix(".json"), out.with_suffix(".md"))
 
 
+def rewrite_markdown(json_path: Path) -> None:
+    """Regenerate the Markdown from a JSON report (no measuring)."""
+    json_path.with_suffix(".md").write_text(markdown(json.loads(json_path.read_text())))
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
@@ -314,7 +319,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{m['load_average_at_end'][0]} at end), torch threads {m['torch_threads']}.",
         "",
         f"## Speed: {r['speed_300']['candidates']} candidates of ~{r['speed_300']['mean_tokens']:.0f} "
-        "tokens (median of repeats)",
+        "tokens (median of `--repeats` runs, default 3)",
         "",
         "| scorer | seconds | candidates/s |",
         "|---|---|---|",
@@ -327,6 +332,14 @@ def markdown(r: dict[str, Any]) -> str:
         "`cross_encoder_minilm_l6_arch` is the all-MiniLM-L6-v2 weights under an untrained head: "
         "the speed of a MiniLM-L6 cross-encoder (such as ms-marco-MiniLM-L6-v2), not a quality "
         "figure. The rerank-API scorer's speed is the provider's and is not measured here.",
+        "",
+        "The machine's two cores were shared with other jobs; model speeds vary with the load. "
+        "For comparison, the dense stage encoded whole corpora (same kind of text, batch 32) at "
+        + ", ".join(
+            f"{v['corpus_docs'] / v['corpus_encoding_s']:.1f} docs/s ({c})"
+            for c, v in r["ndcg@10"].items()
+        )
+        + " later in the same run, when the load average had fallen.",
         "",
         "## 10,000 candidates (one run)",
         "",
@@ -379,7 +392,9 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "Sanity check: /work/shared/data/README.md gives BM25 nDCG@10 of 0.362 (cranfield) and "
         "0.396 (cisi) with bm25s; compare the `bm25s_top100_first_stage` row. The cross-encoder "
-        "has no quality row: no pretrained cross-encoder installs here.",
+        "has no quality row: no pretrained cross-encoder installs here. `BM25Scorer` reranking "
+        "the top 100 scores below corpus-level BM25 because its IDF comes from the 100 "
+        "candidates only.",
         "",
     ]
     return "\n".join(lines)
