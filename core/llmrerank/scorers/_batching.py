@@ -18,25 +18,30 @@ from collections.abc import Callable, Sequence
 
 from ..budget import Deadline
 from ..errors import MissingExtraError
+from .base import Scores
 
-__all__ = ["finite_or_none", "need", "score_in_batches"]
+__all__ = ["checked_scores", "need", "score_in_batches"]
 
 logger = logging.getLogger("llmrerank")
 
 
-def finite_or_none(values: Sequence[float], *, source: str) -> list[float | None]:
-    """Finite floats pass; NaN and infinities become ``None`` (not scored), logged once a call."""
-    out: list[float | None] = []
-    bad = 0
-    for v in values:
+def checked_scores(values: Sequence[float | None], *, source: str) -> Scores:
+    """Finite floats pass; NaN and infinities become ``None`` with the reason
+    ``malformed_output`` (logged once a call); ``None`` stays ``None`` (not reached in time, or
+    nothing to score)."""
+    out = Scores([None] * len(values))
+    for i, v in enumerate(values):
+        if v is None:
+            continue
         f = float(v)
         if math.isfinite(f):
-            out.append(f)
+            out[i] = f
         else:
-            out.append(None)
-            bad += 1
-    if bad:
-        logger.warning("%s produced %d non-finite score(s); treated as not scored", source, bad)
+            out.reasons[i] = "malformed_output"
+    if out.reasons:
+        logger.warning(
+            "%s produced %d non-finite score(s); treated as not scored", source, len(out.reasons)
+        )
     return out
 
 
@@ -49,10 +54,11 @@ async def score_in_batches(
     lock: threading.Lock,
     source: str,
     prepare: Callable[[], None] | None = None,
-) -> list[float | None]:
+) -> Scores:
     """Run ``batch_fn(start, stop)`` over ``range(n)`` in batches on a worker thread.
 
-    ``batch_fn`` returns one score (or None) per index in ``[start, stop)``. ``prepare`` runs
+    ``batch_fn`` returns one score (or None) per index in ``[start, stop)``; non-finite scores
+    come back ``None`` with the reason ``malformed_output``. ``prepare`` runs
     first on the same thread (loading a model, embedding the query). ``lock`` serialises use of
     one model across concurrent calls (a CPU model gains nothing from overlapping).
     """
@@ -84,7 +90,7 @@ async def score_in_batches(
         return out
 
     try:
-        return await asyncio.to_thread(work)
+        return checked_scores(await asyncio.to_thread(work), source=source)
     except asyncio.CancelledError:
         stop_flag.set()
         raise

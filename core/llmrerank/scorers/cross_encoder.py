@@ -19,7 +19,8 @@ import numpy as np
 from .._optional import require
 from ..budget import Deadline
 from ..errors import ConfigError, InputError
-from ._batching import finite_or_none, need, score_in_batches
+from ._batching import need, score_in_batches
+from .base import Scores
 
 __all__ = ["CrossEncoderScorer"]
 
@@ -186,7 +187,7 @@ class CrossEncoderScorer:
             shifted = logits - logits.max(axis=1, keepdims=True)
             probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
             scores = probs[:, 1 if self.label_index is None else self.label_index]
-        return finite_or_none(scores.tolist(), source=self.fingerprint)
+        return [float(s) for s in scores]
 
     def _check_truncation(self, model: Any, query: str, texts: Sequence[str]) -> None:
         limit = model.max_seq_length
@@ -214,7 +215,7 @@ class CrossEncoderScorer:
         self, query: str, texts: Sequence[str], *, deadline: Deadline
     ) -> list[float | None]:
         if not texts:
-            return []
+            return Scores()
 
         def batch(start: int, stop: int) -> list[float | None]:
             idx = [i for i in range(start, stop) if texts[i].strip()]  # empty: not scored

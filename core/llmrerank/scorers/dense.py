@@ -29,7 +29,8 @@ import numpy as np
 from .._optional import require
 from ..budget import Deadline
 from ..errors import ConfigError, InputError
-from ._batching import finite_or_none, need, score_in_batches
+from ._batching import need, score_in_batches
+from .base import Scores
 
 if TYPE_CHECKING:
     from ..types import Candidate
@@ -278,7 +279,7 @@ class DenseScorer:
         self, query: str, texts: Sequence[str], *, deadline: Deadline
     ) -> list[float | None]:
         if not texts:
-            return []
+            return Scores()
         state: dict[str, Any] = {}
 
         def prepare() -> None:
@@ -302,10 +303,6 @@ class DenseScorer:
                 v = known.get(i, vectors[i])
                 if v is not None:
                     out[i - start] = float(np.dot(q, v))
-            present = [(j, s) for j, s in enumerate(out) if s is not None]
-            checked = finite_or_none([s for _, s in present], source=self.fingerprint)
-            for (j, _), s in zip(present, checked, strict=True):
-                out[j] = s
             return out
 
         return await score_in_batches(

@@ -22,7 +22,7 @@ from typing import Literal
 
 from ..budget import Deadline
 from ..errors import BackendError, InputError
-from .base import Scorer
+from .base import Scorer, Scores
 
 __all__ = ["HybridScorer"]
 
@@ -115,7 +115,7 @@ class HybridScorer:
         self, query: str, texts: Sequence[str], *, deadline: Deadline
     ) -> list[float | None]:
         if not texts:
-            return []
+            return Scores()
         results = await asyncio.gather(
             self.first.ascore(query, texts, deadline=deadline),
             self.second.ascore(query, texts, deadline=deadline),
@@ -147,4 +147,9 @@ class HybridScorer:
                 )
         if len(errors) == 2:
             raise errors[0]
-        return self.fuse(lists[0], lists[1], len(texts))
+        fused = Scores(self.fuse(lists[0], lists[1], len(texts)))
+        for result in results:  # why a text neither scorer scored is missing
+            for i, why in getattr(result, "reasons", {}).items():
+                if fused[i] is None:
+                    fused.reasons.setdefault(i, why)
+        return fused

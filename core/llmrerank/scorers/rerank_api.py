@@ -42,6 +42,7 @@ from ..errors import (
     MalformedOutput,
     RateLimited,
 )
+from .base import Scores
 
 if TYPE_CHECKING:
     import httpx
@@ -299,6 +300,7 @@ class RerankAPIScorer:
 
     @staticmethod
     def _parse(payload: Any, n: int) -> list[float | None]:
+        """One score per document; a document without a usable result stays ``None``."""
         results = payload.get("results") if isinstance(payload, dict) else None
         if not isinstance(results, list):
             raise MalformedOutput("rerank response has no 'results' list")
@@ -329,7 +331,7 @@ class RerankAPIScorer:
     async def ascore(
         self, query: str, texts: Sequence[str], *, deadline: Deadline
     ) -> list[float | None]:
-        scores: list[float | None] = [None] * len(texts)
+        scores = Scores([None] * len(texts))
         todo = [i for i, t in enumerate(texts) if t.strip()]  # empty texts: not scored
         if not todo:
             return scores
@@ -341,6 +343,8 @@ class RerankAPIScorer:
                 payload = await self._post(self._body(query, [texts[i] for i in chunk]), deadline)
             for i, s in zip(chunk, self._parse(payload, len(chunk)), strict=True):
                 scores[i] = s
+                if s is None:
+                    scores.reasons[i] = "malformed_output"
 
         if len(chunks) == 1:
             await one(chunks[0])
@@ -349,6 +353,10 @@ class RerankAPIScorer:
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if len(failures) == len(chunks):
             raise failures[0]
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                reason = outcome.reason if isinstance(outcome, BackendError) else "backend_error"
+                scores.reasons.update(dict.fromkeys(chunk, reason))
         if failures:  # the other requests' scores still count
             logger.warning(
                 "%s: %d of %d rerank requests failed (%s); their texts are not scored",

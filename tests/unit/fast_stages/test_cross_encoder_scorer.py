@@ -89,9 +89,14 @@ async def test_non_finite_outputs_are_not_scored(
     texts = [TEXTS[1], f"a {ON_TOPIC[3]} here", TEXTS[0]]
     scores = await scorer.ascore("which one", texts, deadline=Deadline.after(30))
     assert scores[1] is None and isinstance(scores[0], float) and isinstance(scores[2], float)
+    assert scores.reasons == {1: "malformed_output"}  # type: ignore[attr-defined]
     assert "non-finite" in caplog.text
     ranking = await Funnel(fast=scorer, llm=None).arerank("which one", texts)
     assert ranking.ids[-1] == "1" and ranking.by_id("1").fast_score is None
+    # As the second stage: the unscored text keeps its fast place, flagged malformed_output.
+    second = await Funnel(llm=scorer, k=3).arerank("which one", texts)
+    assert second.by_id("1").llm_score is None and "malformed_output" in second.reasons
+    assert "deadline" not in second.reasons
 
 
 async def test_deadline_between_batches_leaves_the_rest_unscored(tiny_cross_encoder: Path) -> None:
@@ -105,6 +110,7 @@ async def test_deadline_between_batches_leaves_the_rest_unscored(tiny_cross_enco
     assert scores[0] is not None and scores[-1] is None
     done = sum(s is not None for s in scores)
     assert all(s is not None for s in scores[:done]) and all(s is None for s in scores[done:])
+    assert scores.reasons == {}  # type: ignore[attr-defined]  # None without a reason: deadline
 
 
 async def test_in_the_funnel_with_a_deadline(tiny_cross_encoder: Path) -> None:

@@ -227,6 +227,7 @@ async def test_unusable_results_leave_those_texts_unscored(cohere: RerankContrac
     cohere.faults.append(Fault(200, body=body))
     scores = await scorer_for(cohere, "cohere").ascore(QUERY, TEXTS, deadline=Deadline.after(5))
     assert scores == [0.5, None, None, None]
+    assert scores.reasons == dict.fromkeys((1, 2, 3), "malformed_output")  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------- in the funnel
