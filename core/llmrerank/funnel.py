@@ -361,9 +361,13 @@ class Funnel:
     async def _stage_fast(self, state: _State, texts: list[str], dl: Deadline) -> None:
         t0 = time.monotonic()
         try:
-            scores = await asyncio.wait_for(
-                self.fast.ascore(state.query, texts, deadline=dl), timeout=dl.timeout()
+            by_candidate = getattr(self.fast, "ascore_candidates", None)
+            call = (
+                by_candidate(state.query, state.cands, deadline=dl)
+                if by_candidate is not None
+                else self.fast.ascore(state.query, texts, deadline=dl)
             )
+            scores = await asyncio.wait_for(call, timeout=dl.timeout())
             if len(scores) != len(texts):
                 raise BackendError(
                     f"fast scorer returned {len(scores)} scores for {len(texts)} texts"

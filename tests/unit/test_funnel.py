@@ -364,3 +364,20 @@ def test_scorers_can_explain_missing_scores():
     ids_once(ranking, len(DOCS))
     assert ranking.reasons == ("malformed_output", "deadline")
     assert ranking.llm_scored == 1
+
+
+def test_retrieval_scores_as_the_fast_stage():
+    from llmrerank.scorers import RetrievalScorer
+
+    cands = [
+        Candidate("a", "unrelated words", retrieval_score=0.2),
+        Candidate("b", "more words", retrieval_score=0.9),
+        Candidate("c", "no score given"),
+        Candidate("d", "kitten", retrieval_score=0.5),
+    ]
+    ranking = Funnel(fast=RetrievalScorer()).rerank(QUERY, cands)
+    assert ranking.ids == ["b", "d", "a", "c"]
+    assert ranking.info["fast_scorer"] == "retrieval" and not ranking.degraded
+    llm = ScriptedScorer(lambda q, t: 5.0 if "kitten" in t else 0.0)
+    fused = Funnel(fast=RetrievalScorer(), llm=llm, k=2, fusion=Fusion(llm_weight=1.0))
+    assert fused.rerank(QUERY, cands).ids[:2] == ["d", "b"]

@@ -1,6 +1,7 @@
 """Scorers: one file per backend. Optional backends import their dependencies lazily.
 
-``BM25Scorer`` needs only the core dependencies. The others load on first access, so a missing
+``BM25Scorer`` and ``RetrievalScorer`` (the retriever's own scores as stage 1) need only the
+core dependencies. The others load on first access, so a missing
 optional dependency never breaks ``import llmrerank``; constructing one without its dependency
 raises :class:`~llmrerank.errors.MissingExtraError` naming the extra to install:
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import Scorer
 from .bm25 import BM25Scorer
+from .retrieval import RetrievalScorer
 
 if TYPE_CHECKING:
     from .cross_encoder import CrossEncoderScorer
@@ -34,6 +36,7 @@ __all__ = [
     "OpenAILLMScorer",
     "PrecomputedEmbeddings",
     "RerankAPIScorer",
+    "RetrievalScorer",
     "Scorer",
 ]
 

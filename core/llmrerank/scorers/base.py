@@ -39,6 +39,8 @@ class Scorer(Protocol):
 
     - ``batch_size`` (int): how many texts the funnel sends per ``ascore`` call in the LLM stage
       (default 1: one request per candidate, the natural unit for HTTP backends);
+    - ``ascore_candidates(query, candidates, *, deadline)``: used instead of ``ascore`` in the fast
+      stage when present, for scorers that need more than the text (retrieval scores, metadata);
     - ``max_concurrency`` (int): an upper bound on concurrent ``ascore`` calls that help
       (1 for a CPU-bound in-process model).
     """
