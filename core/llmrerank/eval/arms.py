@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +77,7 @@ class ArmOutput:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Arm(ABC):
+class Arm:
     """One way of ranking the candidates. ``rank`` is timed by the runner, nothing else is."""
 
     name: str
@@ -91,8 +90,9 @@ class Arm(ABC):
     def prepare(self) -> None:
         """Load models (outside the timed section)."""
 
-    @abstractmethod
-    async def rank(self, query: str, candidates: Sequence[Candidate]) -> ArmOutput: ...
+    async def rank(self, query: str, candidates: Sequence[Candidate]) -> ArmOutput:
+        """The complete ranking of ``candidates`` (in BM25 order) for ``query``."""
+        raise NotImplementedError
 
     def account(self, output: ArmOutput) -> None:
         """Fill in costs that are counted after the timed call (default: nothing to add)."""
@@ -139,7 +139,9 @@ class DenseArm(Arm):
             load()
 
     async def rank(self, query: str, candidates: Sequence[Candidate]) -> ArmOutput:
-        scores = await self.scorer.ascore(query, [c.text for c in candidates], deadline=Deadline.never())
+        scores = await self.scorer.ascore(
+            query, [c.text for c in candidates], deadline=Deadline.never()
+        )
         return ArmOutput(ids=[candidates[i].id for i in _order_by(scores)])
 
 
@@ -149,10 +151,14 @@ class HybridArm(DenseArm):
     def __init__(self, scorer: Scorer, *, name: str = "hybrid", dense_weight: float = 0.5) -> None:
         super().__init__(scorer, name=name)
         self.fusion = Fusion("rrf", llm_weight=dense_weight)
-        self.description = f"RRF of BM25 and dense ({scorer.fingerprint}, {self.fusion.fingerprint})"
+        self.description = (
+            f"RRF of BM25 and dense ({scorer.fingerprint}, {self.fusion.fingerprint})"
+        )
 
     async def rank(self, query: str, candidates: Sequence[Candidate]) -> ArmOutput:
-        dense = await self.scorer.ascore(query, [c.text for c in candidates], deadline=Deadline.never())
+        dense = await self.scorer.ascore(
+            query, [c.text for c in candidates], deadline=Deadline.never()
+        )
         fused, _ = self.fusion.fuse([c.retrieval_score for c in candidates], dense)
         return ArmOutput(ids=[candidates[i].id for i in _order_by(fused)])
 
@@ -225,7 +231,9 @@ class NaiveLLMArm(_GeneratingArm):
 class LlamaIndexArm(_GeneratingArm):
     name = "llamaindex-llmrerank"
 
-    def __init__(self, generator: LocalGenerator, *, subset: int, choice_batch_size: int = 10) -> None:
+    def __init__(
+        self, generator: LocalGenerator, *, subset: int, choice_batch_size: int = 10
+    ) -> None:
         super().__init__(generator, subset=subset)
         self.choice_batch_size = choice_batch_size
         self.description = (
@@ -256,7 +264,10 @@ class LlamaIndexArm(_GeneratingArm):
             self.prepare()
         before = self.generator.stats.snapshot()
         head = list(candidates[: self.llm_subset])
-        nodes = [NodeWithScore(node=TextNode(text=c.text, id_=c.id), score=c.retrieval_score) for c in head]
+        nodes = [
+            NodeWithScore(node=TextNode(text=c.text, id_=c.id), score=c.retrieval_score)
+            for c in head
+        ]
         reasons: list[str] = []
         picked: list[str] = []
         try:

@@ -28,7 +28,7 @@ def _llamaindex_class() -> type[Any]:
     from llama_index.core.llms import CustomLLM
     from llama_index.core.llms.callbacks import llm_completion_callback
 
-    class LocalLlamaIndexLLM(CustomLLM):  # type: ignore[misc]
+    class LocalLlamaIndexLLM(CustomLLM):
         """A LlamaIndex completion LLM over :class:`LocalGenerator`."""
 
         context_window: int = 8192
@@ -49,11 +49,11 @@ def _llamaindex_class() -> type[Any]:
                 is_chat_model=False,
             )
 
-        @llm_completion_callback()  # type: ignore[untyped-decorator]
+        @llm_completion_callback()
         def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
             return CompletionResponse(text=self._generator.generate(prompt))
 
-        @llm_completion_callback()  # type: ignore[untyped-decorator]
+        @llm_completion_callback()
         def stream_complete(
             self, prompt: str, formatted: bool = False, **kwargs: Any
         ) -> CompletionResponseGen:

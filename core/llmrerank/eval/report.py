@@ -41,7 +41,11 @@ def markdown_report(result: dict[str, Any]) -> str:
         "",
         f"- dataset: `{d['name']}`: {d['documents']} documents, {d['judged_queries']} judged "
         f"queries; this run: {len(s['query_ids'])} queries (seeded sample, seed {s['seed']})"
-        + ("" if s["warmup_query"] is None else f", plus warm-up query {s['warmup_query']} (not measured)"),
+        + (
+            ""
+            if s["warmup_query"] is None
+            else f", plus warm-up query {s['warmup_query']} (not measured)"
+        ),
         f"- candidates: BM25 top {s['n']} ({s['retriever']}), the same for every arm",
         f"- LLM scorer: `{s['llm_scorer']}`; generating baselines: `{s['generator']}` "
         f"(greedy, max {s['max_new_tokens']} new tokens, BM25 top {s['subset']} only)",
@@ -164,12 +168,18 @@ def plot_frontier(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(result: dict[str, Any], out_dir: str | Path, *, stem: str | None = None) -> dict[str, Path]:
+def write_report(
+    result: dict[str, Any], out_dir: str | Path, *, stem: str | None = None
+) -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or result["dataset"]["name"]
-    paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md", "plot": out / f"{stem}.png"}
+    paths = {
+        "json": out / f"{stem}.json",
+        "markdown": out / f"{stem}.md",
+        "plot": out / f"{stem}.png",
+    }
     paths["json"].write_text(json.dumps(result, indent=1, sort_keys=False) + "\n", encoding="utf-8")
     paths["markdown"].write_text(markdown_report(result), encoding="utf-8")
     plot_frontier(result, paths["plot"])

@@ -23,7 +23,9 @@ class BM25Retriever:
 
     def __init__(self, dataset: Dataset, *, k1: float = 1.5, b: float = 0.75) -> None:
         bm25s = require("bm25s", extra="bench", feature="benchmark retrieval")
-        stemmer_mod = require("Stemmer", extra="bench", feature="BM25 stemming", package="PyStemmer")
+        stemmer_mod = require(
+            "Stemmer", extra="bench", feature="BM25 stemming", package="PyStemmer"
+        )
         self._bm25s: Any = bm25s
         self._stemmer: Any = stemmer_mod.Stemmer("english")
         self.dataset = dataset

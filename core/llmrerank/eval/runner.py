@@ -450,8 +450,8 @@ async def arun_benchmark(
             rec.load_s = time.perf_counter() - t0
         if warm is not None:
             for rec in records:
-                out = await rec.arm.rank(dataset.queries[warm], candidates[warm])
-                rec.arm.account(out)
+                warm_out = await rec.arm.rank(dataset.queries[warm], candidates[warm])
+                rec.arm.account(warm_out)
 
         bar = _progress(len(qids) * len(records), config.progress)
         try:
@@ -660,4 +660,3 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Synchronous :func:`arun_benchmark` (safe inside Jupyter)."""
     return run_sync(arun_benchmark(config, **kwargs))
-
