@@ -412,6 +412,14 @@ class FunnelArm(Arm):
         self.deadline = self.funnel.deadline
         self.llm_subset = self.funnel.k
         self.token_counter = token_counter
+        self._tokens_before: int | None = None
+
+    @property
+    def counts_tokens(self) -> str:
+        """How this arm's prompt tokens are counted."""
+        if self._scorer_tokens() is not None:
+            return "the LLM scorer's own count of prompt tokens run (stats.tokens)"
+        return "token_counter" if self.token_counter is not None else "not counted"
 
     def prepare(self) -> None:
         inner = self._metered.inner if self._metered else None
@@ -430,8 +438,15 @@ class FunnelArm(Arm):
             "fusion": f.fusion.fingerprint,
         }
 
+    def _scorer_tokens(self) -> int | None:
+        """Prompt tokens the LLM scorer reports having run (``stats.tokens``), if it counts."""
+        stats = getattr(self._metered.inner, "stats", None) if self._metered else None
+        tokens = getattr(stats, "tokens", None)
+        return tokens if isinstance(tokens, int) else None
+
     async def rank(self, query: str, candidates: Sequence[Candidate]) -> ArmOutput:
         self._fast.set([c.retrieval_score for c in candidates])
+        self._tokens_before = self._scorer_tokens()
         ranking = await self.funnel.arerank(query, candidates)
         return ArmOutput(
             ids=ranking.ids,
@@ -447,5 +462,8 @@ class FunnelArm(Arm):
             return
         sent = self._metered.take()
         output.llm_calls = len(sent)
-        if self.token_counter is not None:
+        now = self._scorer_tokens()
+        if now is not None and self._tokens_before is not None:
+            output.prompt_tokens = now - self._tokens_before
+        elif self.token_counter is not None:
             output.prompt_tokens = sum(self.token_counter(q, t) for q, texts in sent for t in texts)

@@ -1,8 +1,8 @@
 """``llmrerank bench --dataset DIR``: the benchmark from the command line.
 
-:func:`add_bench_arguments` adds the options to a parser (``llmrerank bench`` in
-:mod:`llmrerank.cli`); :func:`run_bench` runs them. ``python -m llmrerank.eval`` is the same
-command on its own.
+:func:`add_quality_arguments` adds the options to the ``bench`` parser of :mod:`llmrerank.cli`
+(which has ``--out``); :func:`run` runs them. ``python -m llmrerank.eval`` is the same command on
+its own (:func:`add_bench_arguments` adds ``--out`` too).
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ..errors import LLMRerankError
 from .runner import ARM_NAMES, BenchConfig, run_benchmark
 
-__all__ = ["add_bench_arguments", "add_bench_parser", "main", "run_bench"]
+__all__ = ["add_bench_arguments", "add_quality_arguments", "main", "run"]
 
 DEFAULT_OUT = Path("docs/benchmarks")
 
@@ -35,8 +34,9 @@ def _arms(value: str) -> tuple[str, ...]:
     return arms
 
 
-def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the benchmark's options to ``parser``; ``--dataset`` selects a collection."""
+def add_quality_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the quality benchmark's options (all but ``--out``) to ``parser``: ``llmrerank bench``
+    has ``--out`` already."""
     parser.add_argument(
         "--dataset",
         type=Path,
@@ -70,36 +70,30 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="the funnel's LLM scorer: the embedded model, or a scripted stand-in (harness checks)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
-    )
     parser.add_argument("--name", default=None, help="output file stem (default: dataset name)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up query")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``bench`` on an ``add_subparsers()`` object; returns the new parser."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "bench",
-        help="measure quality and latency of every arm on a relevance-judged collection",
-        description="Benchmark llmrerank against BM25, dense, naive LLM and framework "
-        "rerankers on a BEIR-layout collection.",
+def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every option of the quality benchmark, ``--out`` included (the standalone command)."""
+    add_quality_arguments(parser)
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
     )
-    add_bench_arguments(parser)
-    parser.set_defaults(handler=run_bench)
     return parser
 
 
-def run_bench(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark described by ``args``; writes JSON, Markdown and PNG; returns 0."""
+def run(args: argparse.Namespace, command: str) -> int:
+    """Run the benchmark described by ``args`` (from :func:`add_bench_arguments`); writes JSON,
+    Markdown and PNG under ``args.out``; ``command`` is recorded in them. Returns an exit code."""
     from .report import write_report
 
     if args.dataset is None:
-        print("llmrerank bench: --dataset DIR is required", file=sys.stderr)
+        print("llmrerank bench: --dataset DIR is required (a BEIR-layout folder)", file=sys.stderr)
         return 2
-    words = list(sys.argv[1:] if argv is None else argv)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG
     config = BenchConfig(
         dataset=args.dataset,
         n=args.n,
@@ -113,7 +107,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str] | None = None) -> in
         threads=args.threads,
         warmup=not args.no_warmup,
         progress=not args.no_progress,
-        command=shlex.join(["llmrerank", *words]),
+        command=command,
     )
     try:
         result = run_benchmark(config)
@@ -123,11 +117,11 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str] | None = None) -> in
     stem = args.name or (
         result["dataset"]["name"] + ("-scripted" if config.llm == "scripted" else "")
     )
-    paths = write_report(result, args.out, stem=stem)
+    paths = write_report(result, Path(args.out), stem=stem)
     for arm in result["arms"]:
         print(
             f"{arm['name']:<24} nDCG@10 {arm['metrics']['ndcg@10']:.3f}  "
-            f"p50 {arm['latency_s']['p50'] * 1000:8.0f} ms"
+            f"p50 {arm['latency_s']['p50'] * 1000:10.1f} ms"
         )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -135,12 +129,11 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str] | None = None) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m llmrerank.eval``: the ``bench`` command on its own."""
+    """``python -m llmrerank.eval``: the quality benchmark on its own."""
     parser = add_bench_arguments(
-        argparse.ArgumentParser(prog="llmrerank bench", description=__doc__)
+        argparse.ArgumentParser(prog="python -m llmrerank.eval", description=__doc__)
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG
     words = list(sys.argv[1:] if argv is None else argv)
-    return run_bench(args, ["bench", *words])
+    args = parser.parse_args(words)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run(args, shlex.join(["python", "-m", "llmrerank.eval", *words]))

@@ -428,16 +428,12 @@ async def arun_benchmark(
         from ._dense import dense_scorer
 
         dense = dense_scorer()
-    counting = "none"
-    if llm is not None and token_counter is None:
-        own = getattr(llm, "count_tokens", None)
-        if callable(own):
-            token_counter, counting = own, "the scorer's own prompt token count"
-        elif config.llm == "scripted":
-            token_counter = lambda q, t: len(q.split()) + len(t.split())  # noqa: E731
-            counting = "whitespace words of query + text (scripted LLM)"
+    counting = "not counted"
+    if llm is not None and token_counter is None and config.llm == "scripted":
+        token_counter = lambda q, t: len(q.split()) + len(t.split())  # noqa: E731
+        counting = "whitespace words of query + text (scripted LLM)"
     elif token_counter is not None:
-        counting = "caller-supplied"
+        counting = "caller-supplied token_counter"
 
     arms = build_arms(
         config, llm=llm, generator=generator, dense=dense, token_counter=token_counter
@@ -490,6 +486,9 @@ async def arun_benchmark(
                 bar.close()
 
     arm_results = [_summarise(rec, dataset, config) for rec in records]
+    for rec in records:
+        if isinstance(rec.arm, FunnelArm) and rec.arm.counts_tokens.startswith("the LLM"):
+            counting = rec.arm.counts_tokens
     result: dict[str, Any] = {
         "command": config.command,
         "started_utc": started.isoformat(timespec="seconds"),

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("ranx", reason="the benchmark needs llmrerank[bench] (ranx)")
 pytest.importorskip("bm25s", reason="the benchmark needs llmrerank[bench] (bm25s)")
 
-from llmrerank.eval.cli import main
+from llmrerank.cli import main
 from llmrerank.eval.data import default_data_dir, load_beir
 from llmrerank.eval.generation import LocalGenerator, parse_score
 from llmrerank.eval.report import write_report
@@ -184,6 +184,7 @@ def test_reports_are_written(oracle_run: dict, tmp_path: Path) -> None:
 
 def test_command_line(adi: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
+        "bench",
         "--dataset",
         str(adi),
         "--queries",
@@ -207,10 +208,22 @@ def test_command_line(adi: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "funnel-realtime" in capsys.readouterr().out
 
 
+def test_standalone_module_command(adi: Path, tmp_path: Path) -> None:
+    from llmrerank.eval.cli import main as eval_main
+
+    argv = ["--dataset", str(adi), "--queries", "1", "--arms", "bm25", "--out", str(tmp_path)]
+    assert eval_main([*argv, "--name", "solo", "--no-progress"]) == 0
+    data = json.loads((tmp_path / "solo.json").read_text())
+    assert data["command"].startswith("python -m llmrerank.eval --dataset")
+    assert data["settings"]["n"] == 300  # the default depth (adi has 82 documents: all of them)
+    assert data["arms"][0]["complete_rate"] == 1.0
+
+
 def test_command_line_rejects_bad_options(adi: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        main(["--dataset", str(adi), "--arms", "bm25,nope"])
-    assert main(["--dataset", str(tmp_path), "--arms", "bm25", "--no-progress"]) == 2
+        main(["bench", "--dataset", str(adi), "--arms", "bm25,nope"])
+    assert main(["bench", "--dataset", str(tmp_path), "--arms", "bm25", "--no-progress"]) == 2
+    assert main(["bench", "--arms", "bm25"]) == 2  # no --dataset
 
 
 @pytest.mark.parametrize(
