@@ -51,6 +51,8 @@ class LocalGenerator:
         model_dir: a transformers model directory (default: the embedded SmolLM2-135M-Instruct).
         max_new_tokens: the cap on generated tokens per call.
         chat: wrap prompts in the model's chat template (what an instruct model expects).
+        threads: torch intra-op threads, set before each call (a process-wide torch setting, as
+            the embedded LLM scorer sets it too); ``None`` leaves torch's setting alone.
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class LocalGenerator:
         *,
         max_new_tokens: int = 64,
         chat: bool = True,
+        threads: int | None = None,
     ) -> None:
         self.model_dir = model_dir
+        self.threads = threads
         self.max_new_tokens = max_new_tokens
         self.chat = chat
         self.stats = GenerationStats()
@@ -104,6 +108,8 @@ class LocalGenerator:
         limit = max_new_tokens or self.max_new_tokens
         with self._lock:
             self._load_locked()
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
             t0 = time.perf_counter()
             tok = self._tokenizer
             if self.chat and getattr(tok, "chat_template", None):

@@ -107,7 +107,7 @@ class BenchConfig:
     """``scripted``: a ScriptedScorer stands in for the LLM scorer (harness checks only)."""
     scripted_latency: float = 0.01
     threads: int | None = None
-    """torch threads (default: all cores)."""
+    """torch intra-op threads (default :func:`default_threads`)."""
     warmup: bool = True
     progress: bool = True
     command: str = ""
@@ -164,6 +164,13 @@ class _MemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=1)
+
+
+def default_threads() -> int:
+    """Half the CPUs, between 1 and 4 (the embedded LLM scorer's rule). More threads than the
+    cores a process really gets make OpenMP spin at every barrier: on the shared 2-core
+    development machine, generation with 2 threads ran 7x slower than with 1."""
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 def _scripted_llm(latency: float, seed: int) -> Scorer:
@@ -371,11 +378,6 @@ async def arun_benchmark(
     config.validate()
     started = datetime.now(timezone.utc)
     load_start = _load()
-    if config.threads is not None:
-        with contextlib.suppress(ImportError):
-            import torch
-
-            torch.set_num_threads(config.threads)
 
     dataset = load_beir(config.dataset)
     qids, warm = _sample_queries(dataset, config)
@@ -416,6 +418,12 @@ async def arun_benchmark(
     wants_llm = any(a == "llm-only" or a.startswith("funnel-") for a in config.arms)
     wants_gen = any(a in GENERATING_ARMS for a in config.arms)
     wants_dense = any(a in ("dense", "hybrid") for a in config.arms)
+    threads = config.threads or default_threads()
+    if wants_gen or wants_dense or (wants_llm and config.llm == "local"):
+        with contextlib.suppress(ImportError):
+            import torch
+
+            torch.set_num_threads(threads)
     if wants_llm and llm is None:
         llm = (
             _scripted_llm(config.scripted_latency, config.seed)
@@ -423,7 +431,7 @@ async def arun_benchmark(
             else _local_llm()
         )
     if wants_gen and generator is None:
-        generator = LocalGenerator(max_new_tokens=config.max_new_tokens)
+        generator = LocalGenerator(max_new_tokens=config.max_new_tokens, threads=threads)
     if wants_dense and dense is None:
         from ._dense import dense_scorer
 
