@@ -131,7 +131,10 @@ class DenseArm(Arm):
     def __init__(self, scorer: Scorer, *, name: str = "dense") -> None:
         self.scorer = scorer
         self.name = name
-        self.description = f"dense similarity over all candidates ({scorer.fingerprint})"
+        self.description = (
+            f"dense similarity over all candidates ({scorer.fingerprint}; document vectors "
+            "from the index, the query embedded per request)"
+        )
 
     def prepare(self) -> None:
         load = getattr(self.scorer, "load", None)

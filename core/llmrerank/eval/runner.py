@@ -432,10 +432,11 @@ async def arun_benchmark(
         )
     if wants_gen and generator is None:
         generator = LocalGenerator(max_new_tokens=config.max_new_tokens, threads=threads)
+    dense_facts: dict[str, Any] | None = None
     if wants_dense and dense is None:
-        from ._dense import dense_scorer
+        from ._dense import indexed_dense_scorer
 
-        dense = dense_scorer()
+        dense, dense_facts = indexed_dense_scorer(c.text for cs in candidates.values() for c in cs)
     counting = "not counted"
     if llm is not None and token_counter is None and config.llm == "scripted":
         token_counter = lambda q, t: len(q.split()) + len(t.split())  # noqa: E731
@@ -527,6 +528,7 @@ async def arun_benchmark(
             "index_s": index_s,
             "retrieve_s_per_query": retrieve_s,
             "bm25_check": check,
+            "dense_index": dense_facts,
         },
         "arms": arm_results,
     }
