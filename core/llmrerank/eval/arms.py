@@ -31,6 +31,7 @@ from typing import Any
 from ..budget import Deadline
 from ..funnel import Funnel
 from ..scorers.base import Scorer, scorer_batch_size
+from ..scorers.retrieval import RetrievalScorer
 from ..scoring import Fusion
 from ..types import Candidate
 from .generation import LocalGenerator, parse_score
@@ -46,7 +47,6 @@ __all__ = [
     "LlamaIndexArm",
     "MeteredScorer",
     "NaiveLLMArm",
-    "RetrieverScores",
 ]
 
 logger = logging.getLogger("llmrerank")
@@ -326,35 +326,6 @@ class LangChainFilterArm(_GeneratingArm):
         return self._output(ids, before, len(head), reasons, kept=len(kept))
 
 
-class RetrieverScores:
-    """A fast-stage scorer that hands the funnel the retriever's own scores for the current query.
-
-    The benchmark's funnels must start from the BM25 order every arm shares, not from BM25
-    recomputed over the candidates; :meth:`set` loads the scores before each request.
-    """
-
-    batch_size = 1_000_000
-    max_concurrency = 1
-
-    def __init__(self, name: str = "bm25s") -> None:
-        self.name = name
-        self._scores: list[float | None] = []
-
-    @property
-    def fingerprint(self) -> str:
-        return f"retriever:{self.name}"
-
-    def set(self, scores: Sequence[float | None]) -> None:
-        self._scores = list(scores)
-
-    async def ascore(
-        self, query: str, texts: Sequence[str], *, deadline: Deadline
-    ) -> list[float | None]:
-        if len(texts) != len(self._scores):
-            raise ValueError(f"{len(self._scores)} scores set for {len(texts)} texts")
-        return list(self._scores)
-
-
 class MeteredScorer:
     """Wraps an LLM scorer and records what was sent, for calls and token counts per query.
 
@@ -394,7 +365,9 @@ TokenCounter = Callable[[str, str], int]
 
 
 class FunnelArm(Arm):
-    """An llmrerank :class:`Funnel` whose fast stage is the retriever's BM25 scores."""
+    """An llmrerank :class:`Funnel` whose fast stage is the retriever's BM25 scores
+    (:class:`~llmrerank.scorers.retrieval.RetrievalScorer`), so it starts from the ``bm25`` arm's
+    order."""
 
     group = "llmrerank"
 
@@ -409,7 +382,7 @@ class FunnelArm(Arm):
     ) -> None:
         self.name = name
         self.description = description
-        self._fast = RetrieverScores()
+        self._fast = RetrievalScorer()
         self._metered = MeteredScorer(llm) if llm is not None else None
         self.funnel = build(self._fast, self._metered)
         self.deadline = self.funnel.deadline
@@ -448,7 +421,6 @@ class FunnelArm(Arm):
         return tokens if isinstance(tokens, int) else None
 
     async def rank(self, query: str, candidates: Sequence[Candidate]) -> ArmOutput:
-        self._fast.set([c.retrieval_score for c in candidates])
         self._tokens_before = self._scorer_tokens()
         ranking = await self.funnel.arerank(query, candidates)
         return ArmOutput(
