@@ -281,6 +281,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.funnel is None:
             state.funnel = await asyncio.to_thread(build_funnel, settings)
+        load = getattr(state.funnel.llm, "load", None)
+        if callable(load):  # an in-process model: load it now, not on the first request
+            await asyncio.to_thread(load)
         if state.corpus is None and settings.demo:
             state.corpus = await asyncio.to_thread(
                 DemoCorpus.from_stdlib, settings.demo_corpus_size
