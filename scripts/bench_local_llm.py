@@ -18,6 +18,7 @@ figures is recorded in those files):
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -54,6 +55,13 @@ SPEED_VARIANTS: dict[str, dict[str, Any]] = {
     "ql mb4 bucket int8": {"method": "query_likelihood", "micro_batch": 4, "quantize": "int8"},
     "judge mb1": {"method": "judgement", "micro_batch": 1, "prefix_cache": False},
     "judge mb1 prefix": {"method": "judgement", "micro_batch": 1, "prefix_cache": True},
+    "judge-chat mb1": {"method": "judgement", "chat": True, "micro_batch": 1},
+    "judge-chat mb1 prefix": {
+        "method": "judgement",
+        "chat": True,
+        "micro_batch": 1,
+        "prefix_cache": True,
+    },
     "judge mb4 bucket": {"method": "judgement", "micro_batch": 4, "prefix_cache": False},
     "judge mb4 bucket prefix": {"method": "judgement", "micro_batch": 4, "prefix_cache": True},
     "ql mb1 threads2": {"method": "query_likelihood", "micro_batch": 1, "threads": 2},
@@ -63,11 +71,11 @@ DEFAULT_SPEED_VARIANTS = (
     "ql mb4 no-bucket",
     "ql mb4 bucket",
     "ql mb1 int8",
-    "judge mb1",
-    "judge mb1 prefix",
+    "judge-chat mb1",
+    "judge-chat mb1 prefix",
     "ql mb1 threads2",
 )
-SPEED_TEXT_LIMIT = {"ql mb1 threads2": 4}
+SPEED_TEXT_LIMIT = {"ql mb1 threads2": 2}
 """Variants too slow here to run on all k texts (oversubscribed threads)."""
 
 
@@ -282,7 +290,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Local LLM scorer benchmark (llm_local)",
         "",
-        f"Command: `{report['command']}`",
+        "Command(s):",
+        "",
+        *[f"    {c}" for c in report.get("commands") or [report["command"]]],
         "",
         f"Machine: {report['machine']}. Load average at start / end: "
         f"{report['loadavg_start']} / {report['loadavg_end']} (a shared machine: absolute "
@@ -331,6 +341,27 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` added to an earlier report: parts and variants it did not run are kept, and every
+    run's command is listed."""
+    merged = {**old, **{k: v for k, v in new.items() if k not in ("quality", "speed")}}
+    commands = old.get("commands") or [old["command"]]
+    merged["commands"] = [*commands, new["command"]]
+    for part in ("quality", "speed"):
+        if part not in new:
+            continue
+        if part not in old:
+            merged[part] = new[part]
+            continue
+        if part == "quality" and old[part]["queries"] != new[part]["queries"]:
+            raise SystemExit("--update: the query sample differs from the earlier run's")
+        merged[part] = {**old[part], **new[part]}
+        for key in ("ndcg@10", "variants"):
+            if key in old[part]:
+                merged[part][key] = {**old[part][key], **new[part][key]}
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/cranfield"))
@@ -344,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed-query", default="1")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    p.add_argument(
+        "--update", action="store_true", help="merge into an existing report (parts run apart)"
+    )
     args = p.parse_args(argv)
     args.quality_variants = [v for v in args.quality_variants.split(",") if v]
     args.speed_variants = [v for v in args.speed_variants.split(",") if v]
@@ -377,8 +411,13 @@ def main(argv: list[str] | None = None) -> int:
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["total_wall_s"] = round(time.perf_counter() - start, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "llm_local.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "llm_local.md").write_text(markdown(report))
+    path = args.out / "llm_local.json"
+    with open(args.out / ".llm_local.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # runs of different parts may finish at once
+        if args.update and path.exists():
+            report = merge(json.loads(path.read_text()), report)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "llm_local.md").write_text(markdown(report))
     log(f"wrote {args.out / 'llm_local.json'} and {args.out / 'llm_local.md'}")
     return 0
 

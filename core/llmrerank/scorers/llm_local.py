@@ -205,7 +205,7 @@ class LocalLLMScorer:
         method: Method = DEFAULT_METHOD,
         judgement: JudgementTemplate | None = None,
         query_likelihood: QueryLikelihoodTemplate | None = None,
-        chat: bool = False,
+        chat: bool = True,
         max_text_tokens: int = 256,
         max_query_tokens: int = 64,
         micro_batch: int = 1,

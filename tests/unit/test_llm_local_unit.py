@@ -1,0 +1,139 @@
+"""LocalLLMScorer without model weights: settings, fingerprint, truncation rule, label check.
+
+The truncation and label tests use the real SmolLM2 tokenizer (loads in about a second); the
+model weights are never loaded here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("transformers", reason="llmrerank[local] is not installed")
+
+from llmrerank import ConfigError, Scorer
+from llmrerank.errors import InputError
+from llmrerank.presets import default_llm_scorer
+from llmrerank.prompts import GRADE_LABELS, YES_NO_LABELS, JudgementTemplate
+from llmrerank.scorers.llm_local import (
+    DEFAULT_METHOD,
+    LocalLLMScorer,
+    default_threads,
+    truncate_to_tokens,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from llmrerank.models import smollm2_path
+
+    try:
+        path = smollm2_path()
+    except ConfigError as exc:
+        pytest.skip(f"embedded model unavailable: {exc}")
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def test_default_scorer_is_the_embedded_model_and_loads_lazily():
+    scorer = default_llm_scorer()
+    assert isinstance(scorer, LocalLLMScorer)
+    assert isinstance(scorer, Scorer)
+    assert not scorer.loaded
+    assert scorer.method == DEFAULT_METHOD
+    assert "SmolLM2-135M-Instruct" in scorer.fingerprint
+    assert scorer.max_concurrency == 1
+    assert scorer.batch_size >= 1
+
+
+def test_fingerprint_separates_method_template_and_quantisation():
+    ql = LocalLLMScorer(method="query_likelihood")
+    judge = LocalLLMScorer(method="judgement")
+    judge_int8 = LocalLLMScorer(method="judgement", quantize="int8")
+    judge_v2 = LocalLLMScorer(method="judgement", judgement=JudgementTemplate(version="judge-v2"))
+    prints = {s.fingerprint for s in (ql, judge, judge_int8, judge_v2)}
+    assert len(prints) == 4
+    assert ql.fingerprint.startswith("llm_local:")
+    assert "ql-v1" in ql.fingerprint
+    assert "judge-v1[yes=1,no=0]" in judge.fingerprint
+    assert "int8" in judge_int8.fingerprint and "int8" not in judge.fingerprint
+    # settings that do not change scores keep the fingerprint (so cached scores stay valid)
+    assert LocalLLMScorer(micro_batch=3, batch_size=5).fingerprint == ql.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"method": "generate"}, "method"),
+        ({"micro_batch": 0}, "micro_batch"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_text_tokens": 0}, "max_text_tokens"),
+        ({"quantize": "int4"}, "quantize"),
+        ({"threads": 0}, "threads"),
+        ({"min_label_mass": 1.5}, "min_label_mass"),
+    ],
+)
+def test_bad_settings_raise_config_error_naming_the_setting(kwargs, needle):
+    with pytest.raises(ConfigError, match=needle):
+        LocalLLMScorer(**kwargs)
+
+
+def test_a_directory_without_a_model_is_refused_at_construction(tmp_path):
+    with pytest.raises(ConfigError, match="config.json"):
+        LocalLLMScorer(tmp_path)
+
+
+def test_default_threads_is_small_and_positive():
+    assert 1 <= default_threads() <= 4
+
+
+async def test_empty_query_is_an_input_error():
+    from llmrerank import Deadline
+
+    with pytest.raises(InputError):
+        await LocalLLMScorer().ascore("  ", ["text"], deadline=Deadline.never())
+
+
+# ---------------------------------------------------------------- truncation rule (real tokenizer)
+
+TEXT = (
+    "Vaccines expose the immune system to a harmless piece of a pathogen, so that it learns to "
+    "recognise the real infection and fight it quickly later on."
+)
+
+
+def test_truncation_keeps_the_first_n_tokens_verbatim(tokenizer):
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 10
+    cut, was_cut = truncate_to_tokens(tokenizer, TEXT, 10)
+    assert was_cut
+    assert TEXT.startswith(cut)
+    assert tokenizer(cut, add_special_tokens=False)["input_ids"] == ids[:10]
+
+
+def test_truncation_leaves_short_texts_alone(tokenizer):
+    n = len(tokenizer(TEXT, add_special_tokens=False)["input_ids"])
+    assert truncate_to_tokens(tokenizer, TEXT, n) == (TEXT, False)
+    assert truncate_to_tokens(tokenizer, "", 5) == ("", False)
+
+
+def test_truncation_budget_must_be_positive(tokenizer):
+    with pytest.raises(ConfigError):
+        truncate_to_tokens(tokenizer, TEXT, 0)
+
+
+# ---------------------------------------------------------------- label validation
+
+
+def test_multi_token_labels_are_refused_before_the_weights_load(tokenizer):
+    # SmolLM2 splits " 0" into " " + "0": the graded label set cannot be read from one token
+    assert len(tokenizer(" 0", add_special_tokens=False)["input_ids"]) == 2
+    scorer = LocalLLMScorer(method="judgement", judgement=JudgementTemplate(labels=GRADE_LABELS))
+    with pytest.raises(ConfigError, match=r"label ' 0' is 2 tokens"):
+        scorer.load()
+    assert not scorer.loaded
+
+
+def test_yes_no_labels_are_single_tokens(tokenizer):
+    for label in YES_NO_LABELS:
+        assert len(tokenizer(label, add_special_tokens=False)["input_ids"]) == 1
