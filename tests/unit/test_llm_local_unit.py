@@ -24,9 +24,8 @@ from llmrerank.scorers.llm_local import (
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from transformers import AutoTokenizer
-
     from llmrerank.models import smollm2_path
+    from transformers import AutoTokenizer
 
     try:
         path = smollm2_path()
@@ -79,7 +78,7 @@ def test_bad_settings_raise_config_error_naming_the_setting(kwargs, needle):
 
 
 def test_a_directory_without_a_model_is_refused_at_construction(tmp_path):
-    with pytest.raises(ConfigError, match="config.json"):
+    with pytest.raises(ConfigError, match=r"config\.json"):
         LocalLLMScorer(tmp_path)
 
 
