@@ -9,6 +9,7 @@ raises :class:`~llmrerank.errors.MissingExtraError` naming the extra to install:
 - ``CrossEncoderScorer`` (``llmrerank[dense]``; its ONNX backend ``llmrerank[onnx]``)
 - ``RerankAPIScorer`` (``llmrerank[rerank-api]``)
 - ``OpenAILLMScorer`` (``llmrerank[openai]``)
+- ``LocalLLMScorer`` (``llmrerank[local]``; the embedded CPU default LLM)
 - ``HybridScorer`` (whatever its two scorers need)
 """
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .cross_encoder import CrossEncoderScorer
     from .dense import DenseScorer, PrecomputedEmbeddings
     from .hybrid import HybridScorer
+    from .llm_local import LocalLLMScorer
     from .llm_openai import OpenAILLMScorer
     from .rerank_api import RerankAPIScorer
 
@@ -33,6 +35,7 @@ __all__ = [
     "CrossEncoderScorer",
     "DenseScorer",
     "HybridScorer",
+    "LocalLLMScorer",
     "OpenAILLMScorer",
     "PrecomputedEmbeddings",
     "RerankAPIScorer",
@@ -44,6 +47,7 @@ _LAZY = {
     "CrossEncoderScorer": ".cross_encoder",
     "DenseScorer": ".dense",
     "HybridScorer": ".hybrid",
+    "LocalLLMScorer": ".llm_local",
     "OpenAILLMScorer": ".llm_openai",
     "PrecomputedEmbeddings": ".dense",
     "RerankAPIScorer": ".rerank_api",

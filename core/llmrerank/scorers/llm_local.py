@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import importlib.util
 import inspect
 import logging
 import math
@@ -51,9 +52,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._optional import require
 from ..budget import Deadline
-from ..errors import BackendError, ConfigError, InputError
+from ..errors import BackendError, ConfigError, InputError, MissingExtraError
 from ..prompts import JudgementTemplate, Method, QueryLikelihoodTemplate, sanitize_text
 from ..scoring import expected_relevance, mean_logprob
+from .base import Scores
 
 if TYPE_CHECKING:
     import torch
@@ -235,6 +237,9 @@ class LocalLLMScorer:
             raise ConfigError(f"threads must be a positive int or None, got {threads!r}")
         if not 0.0 <= min_label_mass < 1.0:
             raise ConfigError(f"min_label_mass must be within [0, 1), got {min_label_mass!r}")
+        for module in ("torch", "transformers"):
+            if importlib.util.find_spec(module) is None:
+                raise MissingExtraError("the local LLM scorer", "local", module)
         self.method: Method = method
         self.judgement = judgement or JudgementTemplate()
         self.query_likelihood = query_likelihood or QueryLikelihoodTemplate()
@@ -455,15 +460,14 @@ class LocalLLMScorer:
 
     # ------------------------------------------------------------------ scoring
 
-    async def ascore(
-        self, query: str, texts: Sequence[str], *, deadline: Deadline
-    ) -> list[float | None]:
-        """Scores for ``texts`` in order; ``None`` for a text not reached before the deadline
-        (or, for judgement, one whose labels got too little probability)."""
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline) -> Scores:
+        """Scores for ``texts`` in order; ``None`` for a text not reached before the deadline,
+        or (judgement) one whose labels got too little probability: that one is marked
+        ``"malformed_output"`` in ``Scores.reasons``."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("query must be a non-empty str")
         if not texts:
-            return []
+            return Scores()
         cancel = threading.Event()
         try:
             return await asyncio.to_thread(self._score, query, list(texts), deadline, cancel)
@@ -473,7 +477,7 @@ class LocalLLMScorer:
 
     def score(
         self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None
-    ) -> list[float | None]:
+    ) -> Scores:
         """Synchronous scoring in the calling thread (for scripts and benchmarks)."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("query must be a non-empty str")
@@ -481,8 +485,8 @@ class LocalLLMScorer:
 
     def _score(
         self, query: str, texts: list[str], deadline: Deadline, cancel: threading.Event
-    ) -> list[float | None]:
-        results: list[float | None] = [None] * len(texts)
+    ) -> Scores:
+        results = Scores([None] * len(texts))
         if not texts:
             return results
         lm = self._ensure_loaded()
@@ -508,7 +512,7 @@ class LocalLLMScorer:
         texts: list[str],
         deadline: Deadline,
         cancel: threading.Event,
-        results: list[float | None],
+        results: Scores,
     ) -> None:
         query, cut = truncate_to_tokens(lm.tokenizer, query, self.max_query_tokens)
         if cut:
@@ -550,6 +554,8 @@ class LocalLLMScorer:
                 for it, (score, mass) in zip(batch, judged, strict=True):
                     masses.append(mass)
                     results[it.index] = score
+                    if score is None:
+                        results.reasons[it.index] = "malformed_output"
             else:
                 for it, score in zip(batch, self._likelihood(lm, batch, target), strict=True):
                     results[it.index] = score
