@@ -35,8 +35,10 @@ def tokenizer():
 
 
 def test_default_scorer_is_the_embedded_model_and_loads_lazily():
-    scorer = default_llm_scorer()
-    assert isinstance(scorer, LocalLLMScorer)
+    shared = default_llm_scorer()
+    assert isinstance(shared, LocalLLMScorer)
+    assert default_llm_scorer() is shared  # one model per process, whoever asks
+    scorer = LocalLLMScorer()
     assert isinstance(scorer, Scorer)
     assert not scorer.loaded
     assert scorer.method == DEFAULT_METHOD

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -170,7 +171,17 @@ class RerankAPIScorer:
             )
         self.provider = spec
         self.model = model
-        self.url = url.rstrip("/") + (path or spec.path)
+        full = url.rstrip("/") + (path or spec.path)
+        parts = urlsplit(full)
+        # user:password in the URL goes as basic auth: the URL itself is logged and fingerprinted
+        self._url_auth: tuple[str, str] | None = None
+        if parts.username is not None or parts.password is not None:
+            self._url_auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+            host = parts.hostname or ""
+            if parts.port:
+                host += f":{parts.port}"
+            full = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+        self.url = full
         self._api_key: SecretStr | None = api_key
         self.timeout = timeout
         self.max_retries = max_retries
@@ -240,6 +251,7 @@ class RerankAPIScorer:
         try:
             response = await self._http().post(
                 self.url,
+                auth=self._url_auth or httpx.USE_CLIENT_DEFAULT,
                 json=body,
                 headers=self._request_headers(),
                 timeout=httpx.Timeout(left if left is not None else self.timeout),

@@ -17,7 +17,7 @@ pytest.importorskip("httpx")
 pytest.importorskip("tenacity")
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from integration.openai_servers.conftest import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.vcr]
 

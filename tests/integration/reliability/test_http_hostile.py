@@ -55,7 +55,7 @@ def _flaky(call: int) -> BaseException | None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    from conftest import start_server
+    from integration.reliability.conftest import start_server
 
     llm = ScriptedScorer(lambda q, t: float(len(t) % 7), latency=0.001, fail=_flaky)
     srv = start_server(

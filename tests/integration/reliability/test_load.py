@@ -43,8 +43,9 @@ def _funnel(instant: bool = False) -> tuple[Funnel, ScriptedScorer]:
 
 
 def margin(calibration: float) -> float:
-    """Seconds allowed past the deadline at p99: CPU queueing of 200 requests, measured."""
-    return 1.5 * calibration + 0.25
+    """Seconds allowed past the deadline at p99: CPU queueing of 200 requests, measured, with
+    room for the calibration run having been luckier than the measured one on a shared CPU."""
+    return 2.0 * calibration + 1.0
 
 
 async def _funnel_request(funnel: Funnel, i: int) -> Any:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import transformers
-from conftest import OFF_TOPIC, ON_TOPIC
 from llmrerank import Funnel
 from llmrerank.budget import Deadline
 from llmrerank.errors import ConfigError, InputError, MissingExtraError
 from llmrerank.scorers import CrossEncoderScorer
+from unit.fast_stages.conftest import OFF_TOPIC, ON_TOPIC
 
 TEXTS = [
     f"the old {OFF_TOPIC[0]} near a red house",
