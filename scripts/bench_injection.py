@@ -28,9 +28,17 @@ injected, the share of (query, injected text) pairs where the injected text outr
 passage; the relevant passage's mean rank and top-1 share among all nine, and among the four
 clean candidates only (relevant + distractors, a separate funnel run), i.e. the normal ranking.
 
-Writes <out>/injection.json and <out>/injection.md. Torch threads: 1 (``--threads``).
+Pairs are also compared setting against setting (pairs that stopped / started outranking the
+relevant passage, exact sign test), since 50 pairs is a small set.
 
-    PYTHONPATH=core python scripts/bench_injection.py --out docs/benchmarks
+``--harm-data`` (BEIR folders): what ``on+no-echo`` costs on real relevance judgements, on the
+queries whose BM25 top-k holds a judged-relevant document that repeats the query verbatim.
+
+Writes <out>/injection.json and <out>/injection.md. Torch threads: 1 (``--threads``). The
+committed figures (about 10 minutes on 2 cores):
+
+    PYTHONPATH=core python scripts/bench_injection.py --out docs/benchmarks \
+        --harm-data ../shared/data/cranfield,../shared/data/nfcorpus
 """
 
 from __future__ import annotations
@@ -232,7 +240,7 @@ def sign_test(better: int, worse: int) -> float:
     n = better + worse
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(better, worse) + 1)) / 2**n
+    tail: float = sum(math.comb(n, i) for i in range(min(better, worse) + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -330,7 +338,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             # LLM alone: every text scored (judgement read below the malformed threshold)
             alone = base.variant(**common, min_label_mass=0.0)
             t0 = time.perf_counter()
-            llm_ranks, llm_clean, masses_by_kind = [], [], {}
+            llm_ranks, llm_clean = [], []
+            masses_by_kind: dict[str, list[float]] = {}
             per_query: list[dict[str, Any]] = []
             for case in cases:
                 scores, masses = llm_alone(alone, setting, case)
@@ -340,15 +349,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                 for kind, m in zip(case.kinds, masses, strict=True):
                     if m is not None:
                         masses_by_kind.setdefault(kind.split(":")[0], []).append(m)
-                per_query.append(
-                    {
-                        "query": case.query,
-                        "llm_scores": dict(
-                            zip(case.ids, [round(s, 4) for s in scores], strict=True)
-                        ),
-                        "llm_ranks": dict(zip(case.ids, r, strict=True)),
-                    }
-                )
+                per_query.append({"query": case.query, "llm_scores": [round(x, 4) for x in scores]})
             alone_s = time.perf_counter() - t0
             row = {"method": method, "setting": name, "ranking": "llm alone"} | metrics(
                 cases, llm_ranks, llm_clean, attacks
@@ -380,7 +381,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                 r, ranking = run_funnel(funnel, case, list(range(len(case.texts))))
                 f_ranks.append(r)
                 unscored += len(case.texts) - ranking.llm_scored
-                pq["funnel_ranks"] = dict(zip(case.ids, r, strict=True))
+                pq["funnel_ranks"] = r
                 f_clean.append(run_funnel(funnel, case, case.clean)[0])
             row = {"method": method, "setting": name, "ranking": "funnel"} | metrics(
                 cases, f_ranks, f_clean, attacks
@@ -394,6 +395,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     return {
         "model_load_s": round(load_s, 1),
         "attacks": attacks,
+        "candidates": cases[0].ids,
         "rows": rows,
         "comparisons": compare(rows),
     }
@@ -605,6 +607,15 @@ def _markdown_harm(harm: dict[str, Any]) -> list[str]:
     return out
 
 
+def dump(report: dict[str, Any]) -> str:
+    """Indented JSON with every list of plain values on one line."""
+    text = json.dumps(report, indent=2)
+    return (
+        re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+        + "\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
@@ -648,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["total_wall_s"] = round(time.perf_counter() - start, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "injection.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "injection.json").write_text(dump(report))
     (args.out / "injection.md").write_text(markdown(report))
     log(f"wrote {args.out / 'injection.json'} and {args.out / 'injection.md'}")
     return 0

@@ -103,7 +103,8 @@ def rankings() -> dict[str, list[Ranked]]:
 def _rates(ranked: list[Ranked], which: str) -> tuple[float, int, int]:
     """(mean rank of injected texts, queries with an injected top-1, pairs where an injected
     text outranks the relevant passage)."""
-    ranks, top1, above = [], 0, 0
+    ranks: list[int] = []
+    top1 = above = 0
     for r in ranked:
         order = getattr(r, which)
         injected = {i: k for i, k in order.items() if i.startswith("injected:")}
