@@ -19,10 +19,12 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/llmrerank serve --preset enterprise --port $${PORT:-8000}
 
-# The whole suite: everything in the main venv, then the in-process vLLM tests in theirs
-# (the main venv skips that module: it has no vllm). The vLLM server tests use .venv-vllm too.
+# The whole suite: everything in the main venv (the model-server tests replay their cassettes),
+# then the same server tests live against real llama.cpp and vLLM servers started on loopback,
+# then the in-process vLLM tests in .venv-vllm (the main venv skips that module: no vllm there).
 test: $(STAMP) setup-vllm
 	$(PY) -m pytest
+	$(PY) -m pytest tests/integration/openai_servers --disable-recording
 	$(VENV_VLLM)/bin/python -m pytest tests/integration/vllm_inprocess
 
 setup-vllm:
