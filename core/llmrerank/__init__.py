@@ -24,6 +24,7 @@ from .funnel import Funnel
 from .presets import PRESETS, Preset, get_preset
 from .scorers.base import Scorer
 from .scorers.bm25 import BM25Scorer
+from .scorers.retriever_fusion import RetrieverFusionScorer
 from .scoring import Fusion
 from .types import Candidate, Ranking, RankingUpdate, ScoredCandidate
 
@@ -52,6 +53,7 @@ __all__ = [
     "Ranking",
     "RankingUpdate",
     "RateLimited",
+    "RetrieverFusionScorer",
     "SQLiteScoreCache",
     "ScoreCache",
     "ScoredCandidate",

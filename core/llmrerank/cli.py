@@ -88,7 +88,7 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
     funnel = Funnel.from_preset(
         args.preset, llm=None if args.llm == "none" else "default", **overrides
     )
-    ranking = funnel.rerank(args.query, cands)
+    ranking = funnel.rerank(args.query, cands, input_ranked=not args.unordered)
     _print_ranking(ranking, args.json, args.top)
     return 0
 
@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         choices=["default", "none"],
         help="'default': the embedded CPU model; 'none': the fast stage only",
+    )
+    p.add_argument(
+        "--unordered",
+        action="store_true",
+        help="the documents' order carries no meaning (default: they are ranked, best first)",
     )
     p.add_argument("--top", type=int, help="print only the top N")
     p.add_argument("--json", action="store_true", help="print JSON")

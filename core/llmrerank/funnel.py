@@ -22,7 +22,7 @@ from .budget import Deadline, LatencyEstimate, choose_k
 from .cache import ScoreCache
 from .errors import BackendError, CircuitOpen, InputError
 from .scorers.base import Scorer, scorer_batch_size, scorer_concurrency
-from .scorers.bm25 import BM25Scorer
+from .scorers.retriever_fusion import RetrieverFusionScorer
 from .scoring import Fusion, final_order
 from .types import Candidate, Ranking, RankingUpdate, ScoredCandidate, Stage, UpdateKind
 
@@ -145,7 +145,9 @@ class Funnel:
     """A two-stage reranker with a hard deadline.
 
     Args:
-        fast: the first-stage scorer, run on every candidate (default: BM25 over the candidates).
+        fast: the first-stage scorer, run on every candidate (default:
+            :class:`~llmrerank.scorers.retriever_fusion.RetrieverFusionScorer`, the retriever's
+            ranking fused with BM25 over the candidates).
         llm: the second-stage scorer, run on the top ``k`` only; ``None`` ranks by ``fast`` alone.
         k: how many candidates the LLM scores; ``None`` chooses k from the latency estimate and
             the time left (between ``k_min`` and ``k_max``).
@@ -157,6 +159,11 @@ class Funnel:
         breaker: the LLM backend's circuit breaker (one per funnel by default).
         max_text_chars: texts are cut to this length for scoring (the candidate comes back whole).
         name: a label for provenance (the preset's name when built from one).
+        input_ranked: the candidates come in their retriever's ranking, best first (the
+            default: what LangChain and LlamaIndex retrievers and rerank-API clients send). Say
+            ``False`` when their order carries no meaning: the fast stage then ignores input
+            positions (retrieval scores still count). Per request: ``rerank(...,
+            input_ranked=...)``.
     """
 
     def __init__(
@@ -174,6 +181,7 @@ class Funnel:
         breaker: CircuitBreaker | None = None,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         name: str = "custom",
+        input_ranked: bool = True,
     ) -> None:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
             raise InputError(f"k must be a non-negative int or None (budget-aware), got {k!r}")
@@ -185,7 +193,10 @@ class Funnel:
             raise InputError(f"max_text_chars must be positive, got {max_text_chars!r}")
         if deadline is not None:
             Deadline.after(deadline)  # validates
-        self.fast: Scorer = fast if fast is not None else BM25Scorer()
+        if not isinstance(input_ranked, bool):
+            raise InputError(f"input_ranked must be True or False, got {input_ranked!r}")
+        self.fast: Scorer = fast if fast is not None else RetrieverFusionScorer()
+        self.input_ranked = input_ranked
         self.llm = llm
         self.k, self.k_min, self.k_max = k, k_min, k_max
         self.deadline = deadline
@@ -230,9 +241,15 @@ class Funnel:
         *,
         k: int | None = None,
         deadline: float | None = None,
+        input_ranked: bool | None = None,
     ) -> Ranking:
-        """Rank ``candidates`` for ``query``; returns within ``deadline`` seconds (plus a few ms)."""
-        return await self._run(query, candidates, k=k, deadline=deadline, emit=None)
+        """Rank ``candidates`` for ``query``; returns within ``deadline`` seconds (plus a few ms).
+
+        ``input_ranked`` overrides the funnel's setting for this request (see :class:`Funnel`).
+        """
+        return await self._run(
+            query, candidates, k=k, deadline=deadline, emit=None, input_ranked=input_ranked
+        )
 
     def rerank(
         self,
@@ -241,9 +258,12 @@ class Funnel:
         *,
         k: int | None = None,
         deadline: float | None = None,
+        input_ranked: bool | None = None,
     ) -> Ranking:
         """Synchronous :meth:`arerank`; safe in Jupyter and from inside a running event loop."""
-        return run_sync(self.arerank(query, candidates, k=k, deadline=deadline))
+        return run_sync(
+            self.arerank(query, candidates, k=k, deadline=deadline, input_ranked=input_ranked)
+        )
 
     async def astream(
         self,
@@ -252,12 +272,20 @@ class Funnel:
         *,
         k: int | None = None,
         deadline: float | None = None,
+        input_ranked: bool | None = None,
     ) -> AsyncIterator[RankingUpdate]:
         """Yield the ``fast`` ranking at once, ``partial`` rankings as LLM scores land, then
         ``final``. Closing the iterator early cancels the pending work."""
         queue: asyncio.Queue[RankingUpdate | BaseException] = asyncio.Queue()
         task = asyncio.ensure_future(
-            self._run(query, candidates, k=k, deadline=deadline, emit=queue.put_nowait)
+            self._run(
+                query,
+                candidates,
+                k=k,
+                deadline=deadline,
+                emit=queue.put_nowait,
+                input_ranked=input_ranked,
+            )
         )
 
         def _done(t: asyncio.Future[Ranking]) -> None:
@@ -304,8 +332,13 @@ class Funnel:
         k: int | None,
         deadline: float | None,
         emit: Callable[[RankingUpdate], None] | None,
+        input_ranked: bool | None = None,
     ) -> Ranking:
         start = time.monotonic()
+        if input_ranked is None:
+            input_ranked = self.input_ranked
+        elif not isinstance(input_ranked, bool):
+            raise InputError(f"input_ranked must be True, False or None, got {input_ranked!r}")
         query = _validate_query(query)
         cands = normalize_candidates(candidates)
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
@@ -321,6 +354,7 @@ class Funnel:
             llm_scorer=self.llm.fingerprint if self.llm else None,
             fusion=self.fusion.fingerprint,
             deadline_s=deadline if deadline is not None else self.deadline,
+            input_ranked=input_ranked,
         )
         if not cands:
             ranking = self._assemble(state, [], "final")
@@ -342,7 +376,7 @@ class Funnel:
             )
             state.info["truncated"] = truncated
 
-        await self._stage_fast(state, texts, dl)
+        await self._stage_fast(state, texts, dl, input_ranked)
         fast_order = self._fast_order(state)
         if emit:
             emit(RankingUpdate("fast", self._assemble(state, fast_order, "fast"), _since(start)))
@@ -358,15 +392,20 @@ class Funnel:
             emit(RankingUpdate("final", ranking, _since(start)))
         return ranking
 
-    async def _stage_fast(self, state: _State, texts: list[str], dl: Deadline) -> None:
+    async def _stage_fast(
+        self, state: _State, texts: list[str], dl: Deadline, input_ranked: bool
+    ) -> None:
         t0 = time.monotonic()
         try:
             by_candidate = getattr(self.fast, "ascore_candidates", None)
-            call = (
-                by_candidate(state.query, state.cands, deadline=dl)
-                if by_candidate is not None
-                else self.fast.ascore(state.query, texts, deadline=dl)
-            )
+            if by_candidate is not None and getattr(self.fast, "uses_input_order", False):
+                call = by_candidate(
+                    state.query, state.cands, deadline=dl, input_ranked=input_ranked, texts=texts
+                )
+            elif by_candidate is not None:
+                call = by_candidate(state.query, state.cands, deadline=dl)
+            else:
+                call = self.fast.ascore(state.query, texts, deadline=dl)
             scores = await asyncio.wait_for(call, timeout=dl.timeout())
             if len(scores) != len(texts):
                 raise BackendError(

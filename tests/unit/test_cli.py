@@ -11,13 +11,14 @@ from llmrerank.cli import main
 
 
 def test_rerank_command_prints_ranking_with_provenance(capsys):
-    code = main(["rerank", "read a file line by line", "--demo", "--llm", "none", "--json"])
+    code = main(["rerank", "read a file line by line", "--demo", "--llm", "none", "--json", "--unordered"])
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["results"][0]["id"] == "demo0"
     assert len(payload["results"]) == 10
     assert payload["provenance"]["degraded"] is False
-    assert payload["provenance"]["fast_scorer"].startswith("bm25:okapi")
+    assert payload["provenance"]["fast_scorer"].startswith("retriever_fusion(rrf")
+    assert payload["provenance"]["input_ranked"] is False
 
 
 def test_rerank_command_reads_a_file_and_reports_bad_input(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Scorers: one file per backend. Optional backends import their dependencies lazily.
 
-``BM25Scorer`` and ``RetrievalScorer`` (the retriever's own scores as stage 1) need only the
-core dependencies. The others load on first access, so a missing
+``BM25Scorer``, ``RetrievalScorer`` (the retriever's own scores as stage 1) and
+``RetrieverFusionScorer`` (the default fast stage: the retriever's ranking fused with BM25) need
+only the core dependencies. The others load on first access, so a missing
 optional dependency never breaks ``import llmrerank``; constructing one without its dependency
 raises :class:`~llmrerank.errors.MissingExtraError` naming the extra to install:
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .base import Scorer
 from .bm25 import BM25Scorer
 from .retrieval import RetrievalScorer
+from .retriever_fusion import RetrieverFusionScorer
 
 if TYPE_CHECKING:
     from .cross_encoder import CrossEncoderScorer
@@ -40,6 +42,7 @@ __all__ = [
     "PrecomputedEmbeddings",
     "RerankAPIScorer",
     "RetrievalScorer",
+    "RetrieverFusionScorer",
     "Scorer",
 ]
 
