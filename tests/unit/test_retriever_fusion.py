@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -72,7 +73,7 @@ def test_moving_a_candidate_up_the_input_raises_its_fused_fast_score():
         return scores[position]
 
     by_position = [fast_score_at(p) for p in range(len(texts))]
-    assert all(a > b for a, b in zip(by_position, by_position[1:], strict=False)), by_position
+    assert all(a > b for a, b in itertools.pairwise(by_position)), by_position
     # ... and the text scorer still counts: the same position, no query term, scores lower
     cands = [Candidate(id=str(i), text=t) for i, t in enumerate(["dogs", "kitten", "birds"])]
     s = _run(scorer.ascore_candidates(QUERY, cands, deadline=Deadline.never()))
@@ -143,7 +144,9 @@ def test_average_ranks_share_ties():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.sampled_from(["kitten", "cat", "dog", "young kitten", "", "bird kitten"]), max_size=12),
+    st.lists(
+        st.sampled_from(["kitten", "cat", "dog", "young kitten", "", "bird kitten"]), max_size=12
+    ),
     st.booleans(),
     st.integers(0, 5),
     st.booleans(),
