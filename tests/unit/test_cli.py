@@ -11,7 +11,9 @@ from llmrerank.cli import main
 
 
 def test_rerank_command_prints_ranking_with_provenance(capsys):
-    code = main(["rerank", "read a file line by line", "--demo", "--llm", "none", "--json", "--unordered"])
+    code = main(
+        ["rerank", "read a file line by line", "--demo", "--llm", "none", "--json", "--unordered"]
+    )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["results"][0]["id"] == "demo0"

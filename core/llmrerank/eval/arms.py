@@ -7,7 +7,8 @@ subset of the candidates (the generating baselines) keep the rest in BM25 order 
 =========================== ==================================================================
 arm                         what it is
 =========================== ==================================================================
-bm25                        the retriever's order, no rerank
+retriever                   the retriever's order, no rerank
+fast                        ``Funnel(llm=None)``: the default fast stage alone
 dense                       all-MiniLM-L6-v2 cosine similarity over the N candidates
 hybrid                      reciprocal-rank fusion of bm25 and dense
 naive-llm                   the reranker teams give up on: a verbose prompt asks for reasoning
@@ -17,6 +18,9 @@ langchain-llmfilter         ``langchain_classic`` ``LLMChainFilter`` (generated 
 llm-only                    llmrerank's LLM scorer alone on the BM25 top-k (no fusion)
 funnel-<preset>             ``Funnel.from_preset(preset)`` with the preset's deadline
 funnel-<preset>-nodl        the same funnel with no deadline
+langchain-enterprise        the LangChain adapter end to end: ``ContextualCompressionRetriever``
+                            over a LangChain retriever with ``LLMRerankCompressor(preset=
+                            "enterprise", top_n=10)``
 =========================== ==================================================================
 """
 
@@ -31,7 +35,6 @@ from typing import Any
 from ..budget import Deadline
 from ..funnel import Funnel
 from ..scorers.base import Scorer, scorer_batch_size
-from ..scorers.retrieval import RetrievalScorer
 from ..scoring import Fusion
 from ..types import Candidate
 from .generation import LocalGenerator, parse_score
@@ -39,14 +42,15 @@ from .generation import LocalGenerator, parse_score
 __all__ = [
     "Arm",
     "ArmOutput",
-    "BM25Arm",
     "DenseArm",
     "FunnelArm",
     "HybridArm",
+    "LangChainAdapterArm",
     "LangChainFilterArm",
     "LlamaIndexArm",
     "MeteredScorer",
     "NaiveLLMArm",
+    "RetrieverArm",
 ]
 
 logger = logging.getLogger("llmrerank")
@@ -114,10 +118,10 @@ def _order_by(scores: Sequence[float | None]) -> list[int]:
     )
 
 
-class BM25Arm(Arm):
-    name = "bm25"
+class RetrieverArm(Arm):
+    name = "retriever"
     group = "first stage"
-    description = "BM25 order from the retriever (no rerank)"
+    description = "the retriever's own order (no rerank)"
 
     async def rank(self, query: str, candidates: Sequence[Candidate]) -> ArmOutput:
         return ArmOutput(ids=[c.id for c in candidates])
@@ -365,24 +369,24 @@ TokenCounter = Callable[[str, str], int]
 
 
 class FunnelArm(Arm):
-    """An llmrerank :class:`Funnel` whose fast stage is the retriever's BM25 scores
-    (:class:`~llmrerank.scorers.retrieval.RetrievalScorer`), so it starts from the ``bm25`` arm's
-    order."""
+    """An llmrerank :class:`Funnel` with the fast stage users get (the default: the retriever's
+    order fused with BM25 over the candidates), unless ``fast`` names another."""
 
     group = "llmrerank"
 
     def __init__(
         self,
         name: str,
-        build: Callable[[Scorer, Scorer | None], Funnel],
+        build: Callable[[Scorer | None, Scorer | None], Funnel],
         llm: Scorer | None,
         *,
         description: str,
         token_counter: TokenCounter | None = None,
+        fast: Scorer | None = None,
     ) -> None:
         self.name = name
         self.description = description
-        self._fast = RetrievalScorer()
+        self._fast = fast
         self._metered = MeteredScorer(llm) if llm is not None else None
         self.funnel = build(self._fast, self._metered)
         self.deadline = self.funnel.deadline
@@ -412,6 +416,7 @@ class FunnelArm(Arm):
             "k_max": f.k_max,
             "concurrency": f.concurrency,
             "fusion": f.fusion.fingerprint,
+            "fast_scorer": f.fast.fingerprint,
         }
 
     def _scorer_tokens(self) -> int | None:
@@ -442,3 +447,72 @@ class FunnelArm(Arm):
             output.prompt_tokens = now - self._tokens_before
         elif self.token_counter is not None:
             output.prompt_tokens = sum(self.token_counter(q, t) for q, texts in sent for t in texts)
+
+
+class LangChainAdapterArm(Arm):
+    """What a LangChain user runs: ``ContextualCompressionRetriever(base_compressor=
+    LLMRerankCompressor(preset=..., top_n=10), base_retriever=...)``. The base retriever hands
+    the benchmark's candidates over as LangChain ``Document`` objects, in the retriever's order and
+    without scores (as ``VectorStore.as_retriever()`` does); the adapter's top 10 come first, then
+    the other candidates in the retriever's order."""
+
+    group = "llmrerank"
+
+    def __init__(self, preset: str, llm: Scorer | None, *, top_n: int = 10) -> None:
+        self.name = f"langchain-{preset}"
+        self.preset = preset
+        self.top_n = top_n
+        self.llm = llm
+        self.deadline = None
+        self.description = (
+            f"ContextualCompressionRetriever(LLMRerankCompressor(preset={preset!r}, "
+            f"top_n={top_n})) over a LangChain retriever (documents in the retriever's order)"
+        )
+        self._current: list[Candidate] = []
+        self._retriever: Any = None
+
+    def prepare(self) -> None:
+        from langchain_classic.retrievers import ContextualCompressionRetriever
+        from langchain_core.callbacks import CallbackManagerForRetrieverRun
+        from langchain_core.documents import Document
+        from langchain_core.retrievers import BaseRetriever
+
+        from langchain_llmrerank import LLMRerankCompressor
+
+        arm = self
+
+        class _Candidates(BaseRetriever):
+            def _get_relevant_documents(
+                self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+            ) -> list[Document]:
+                return [Document(page_content=c.text, metadata={"id": c.id}) for c in arm._current]
+
+        kwargs: dict[str, Any] = {"preset": self.preset, "top_n": self.top_n}
+        if self.llm is not None:
+            kwargs["llm"] = self.llm
+        compressor = LLMRerankCompressor(**kwargs)
+        self.deadline = compressor.get_funnel().deadline
+        self._retriever = ContextualCompressionRetriever(
+            base_compressor=compressor, base_retriever=_Candidates()
+        )
+        load = getattr(self.llm, "load", None)
+        if callable(load):
+            load()
+
+    async def rank(self, query: str, candidates: Sequence[Candidate]) -> ArmOutput:
+        if self._retriever is None:
+            self.prepare()
+        self._current = list(candidates)
+        docs = await self._retriever.ainvoke(query)
+        top = [d.metadata["id"] for d in docs]
+        prov = [d.metadata.get("llmrerank", {}) for d in docs]
+        degraded = any(p.get("degraded") for p in prov)
+        reasons = tuple(dict.fromkeys(r for p in prov for r in p.get("reasons", [])))
+        chosen = set(top)
+        ids = top + [c.id for c in candidates if c.id not in chosen]
+        return ArmOutput(
+            ids=ids,
+            degraded=degraded,
+            reasons=reasons,
+            extra={"llm_scored_in_top": sum(1 for p in prov if p.get("stage") == "llm")},
+        )

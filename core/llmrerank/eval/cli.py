@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LLMRerankError
-from .runner import ARM_NAMES, BenchConfig, run_benchmark
+from .runner import ARM_ALIASES, ARM_NAMES, BenchConfig, run_benchmark
 
 __all__ = ["add_bench_arguments", "add_quality_arguments", "main", "run"]
 
@@ -25,7 +25,7 @@ DEFAULT_OUT = Path("docs/benchmarks")
 def _arms(value: str) -> tuple[str, ...]:
     if value.strip() == "all":
         return ARM_NAMES
-    arms = tuple(a.strip() for a in value.split(",") if a.strip())
+    arms = tuple(ARM_ALIASES.get(a.strip(), a.strip()) for a in value.split(",") if a.strip())
     unknown = [a for a in arms if a not in ARM_NAMES]
     if unknown:
         raise argparse.ArgumentTypeError(
@@ -46,7 +46,14 @@ def add_quality_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         "--queries", type=int, default=None, help="judged queries to sample (default: all)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the query sample")
-    parser.add_argument("--n", type=int, default=300, help="BM25 candidates per query")
+    parser.add_argument("--n", type=int, default=300, help="retrieved candidates per query")
+    parser.add_argument(
+        "--retriever",
+        choices=("bm25", "dense"),
+        default="bm25",
+        help="the first stage over the whole corpus: BM25, or all-MiniLM-L6-v2 (document "
+        "vectors computed once, cached under the cache directory)",
+    )
     parser.add_argument("--k", type=int, default=20, help="the llm-only arm's LLM window")
     parser.add_argument(
         "--arms",
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     config = BenchConfig(
         dataset=args.dataset,
         n=args.n,
+        retriever=args.retriever,
         k=args.k,
         queries=args.queries,
         seed=args.seed,
@@ -115,7 +123,9 @@ def run(args: argparse.Namespace, command: str) -> int:
         print(f"llmrerank bench: {exc}", file=sys.stderr)
         return 2
     stem = args.name or (
-        result["dataset"]["name"] + ("-scripted" if config.llm == "scripted" else "")
+        result["dataset"]["name"]
+        + ("" if config.retriever == "bm25" else f"-{config.retriever}")
+        + ("-scripted" if config.llm == "scripted" else "")
     )
     paths = write_report(result, Path(args.out), stem=stem)
     for arm in result["arms"]:

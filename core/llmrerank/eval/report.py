@@ -46,7 +46,7 @@ def markdown_report(result: dict[str, Any]) -> str:
             if s["warmup_query"] is None
             else f", plus warm-up query {s['warmup_query']} (not measured)"
         ),
-        f"- candidates: BM25 top {s['n']} ({s['retriever']}), the same for every arm",
+        f"- candidates: the retriever's top {s['n']} ({s['retriever']}), the same for every arm",
         f"- LLM scorer: `{s['llm_scorer']}`; generating baselines: `{s['generator']}` "
         f"(greedy, max {s['max_new_tokens']} new tokens, BM25 top {s['subset']} only)",
         f"- machine: {m['platform']}, {m['cpu_count']} CPUs, torch threads "

@@ -38,21 +38,23 @@ from ..types import Candidate
 from .arms import (
     Arm,
     ArmOutput,
-    BM25Arm,
     DenseArm,
     FunnelArm,
     HybridArm,
+    LangChainAdapterArm,
     LangChainFilterArm,
     LlamaIndexArm,
     NaiveLLMArm,
+    RetrieverArm,
     TokenCounter,
 )
 from .data import Dataset, load_beir
 from .generation import LocalGenerator
 from .metrics import DEFAULT_METRICS, evaluate_rankings, latency_summary
-from .retrieval import BM25Retriever
+from .retrieval import BM25Retriever, make_retriever
 
 __all__ = [
+    "ARM_ALIASES",
     "ARM_NAMES",
     "REFERENCE_BM25_NDCG10",
     "BenchConfig",
@@ -63,7 +65,8 @@ __all__ = [
 logger = logging.getLogger("llmrerank")
 
 ARM_NAMES: tuple[str, ...] = (
-    "bm25",
+    "retriever",
+    "fast",
     "dense",
     "hybrid",
     "naive-llm",
@@ -71,7 +74,10 @@ ARM_NAMES: tuple[str, ...] = (
     "langchain-llmfilter",
     "llm-only",
     *(f"funnel-{p}{s}" for p in PRESETS for s in ("", "-nodl")),
+    "langchain-enterprise",
 )
+ARM_ALIASES = {"bm25": "retriever"}
+"""Old arm names still accepted (``bm25`` was the retriever arm when the retriever was BM25)."""
 GENERATING_ARMS = ("naive-llm", "llamaindex-llmrerank", "langchain-llmfilter")
 
 REFERENCE_BM25_NDCG10 = {
@@ -93,7 +99,10 @@ class BenchConfig:
 
     dataset: Path
     n: int = 300
-    """Candidates per query from BM25 (every arm reranks the same N)."""
+    """Candidates per query from the retriever (every arm reranks the same N)."""
+    retriever: Literal["bm25", "dense"] = "bm25"
+    """The first stage over the whole corpus: BM25 (bm25s) or all-MiniLM-L6-v2 (dense, document
+    vectors cached on disk)."""
     k: int = 20
     """The llm-only arm's window (the presets keep their own k)."""
     queries: int | None = None
@@ -128,6 +137,8 @@ class BenchConfig:
             raise InputError(f"unknown arm(s) {unknown}; choose from {', '.join(ARM_NAMES)}")
         if not self.arms:
             raise InputError("no arms selected")
+        if self.retriever not in ("bm25", "dense"):
+            raise InputError(f"--retriever must be 'bm25' or 'dense', got {self.retriever!r}")
         if self.llm not in ("local", "scripted"):
             raise InputError(f"llm must be 'local' or 'scripted', got {self.llm!r}")
 
@@ -207,8 +218,25 @@ def build_arms(
     for name in ARM_NAMES:
         if name not in config.arms:
             continue
-        if name == "bm25":
-            arms.append(BM25Arm())
+        if name == "retriever":
+            arms.append(RetrieverArm())
+        elif name == "fast":
+
+            def fast_only(fast: Scorer | None, scorer: Scorer | None) -> Any:
+                from ..funnel import Funnel
+
+                return Funnel(fast=fast, llm=None, name="fast")
+
+            arms.append(
+                FunnelArm(
+                    name,
+                    fast_only,
+                    None,
+                    description="Funnel(llm=None): the default fast stage alone",
+                )
+            )
+        elif name == "langchain-enterprise":
+            arms.append(LangChainAdapterArm("enterprise", llm))
         elif name in ("dense", "hybrid"):
             assert dense is not None
             arms.append(DenseArm(dense) if name == "dense" else HybridArm(dense))
@@ -223,7 +251,7 @@ def build_arms(
         elif name == "llm-only":
             k = config.k
 
-            def only(fast: Scorer, scorer: Scorer | None, k: int = k) -> Any:
+            def only(fast: Scorer | None, scorer: Scorer | None, k: int = k) -> Any:
                 from ..funnel import Funnel
 
                 return Funnel(
@@ -245,7 +273,10 @@ def build_arms(
             nodl = name.endswith("-nodl")
 
             def build(
-                fast: Scorer, scorer: Scorer | None, preset: Any = preset, nodl: bool = nodl
+                fast: Scorer | None,
+                scorer: Scorer | None,
+                preset: Any = preset,
+                nodl: bool = nodl,
             ) -> Any:
                 if nodl:
                     return preset.build(llm=scorer, fast=fast, deadline=None)
@@ -382,8 +413,9 @@ async def arun_benchmark(
     dataset = load_beir(config.dataset)
     qids, warm = _sample_queries(dataset, config)
     t0 = time.perf_counter()
-    retriever = BM25Retriever(dataset)
+    retriever = make_retriever(config.retriever, dataset)
     index_s = time.perf_counter() - t0
+    bm25_index = retriever if isinstance(retriever, BM25Retriever) else BM25Retriever(dataset)
 
     run_ids = [warm, *qids] if warm is not None else list(qids)
     t0 = time.perf_counter()
@@ -393,7 +425,7 @@ async def arun_benchmark(
 
     # the retriever check: BM25 over every judged query, at depth 100, against the README figure
     judged = dataset.judged_query_ids
-    full = retriever.retrieve([dataset.queries[q] for q in judged], 100)
+    full = bm25_index.retrieve([dataset.queries[q] for q in judged], 100)
     bm25_full, _ = evaluate_rankings(
         dataset.qrels,
         {q: [c.id for c in cs] for q, cs in zip(judged, full, strict=True)},
@@ -415,7 +447,9 @@ async def arun_benchmark(
         check["within_tolerance"] = closest <= REFERENCE_TOLERANCE
         check["tolerance"] = REFERENCE_TOLERANCE
 
-    wants_llm = any(a == "llm-only" or a.startswith("funnel-") for a in config.arms)
+    wants_llm = any(
+        a in ("llm-only", "langchain-enterprise") or a.startswith("funnel-") for a in config.arms
+    )
     wants_gen = any(a in GENERATING_ARMS for a in config.arms)
     wants_dense = any(a in ("dense", "hybrid") for a in config.arms)
     threads = config.threads or default_threads()
@@ -602,7 +636,7 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     ent = _arm(result, "funnel-enterprise")
     naive = _arm(result, "naive-llm")
     llama = _arm(result, "llamaindex-llmrerank")
-    bm25 = _arm(result, "bm25")
+    bm25 = _arm(result, "retriever")
 
     def nd(arm: dict[str, Any]) -> float:
         return float(arm["metrics"]["ndcg@10"])
@@ -637,14 +671,18 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     if bm25:
-        funnels = [a for a in result["arms"] if a["name"].startswith("funnel-")]
+        funnels = [
+            a
+            for a in result["arms"]
+            if a["name"].startswith(("funnel-", "langchain-")) or a["name"] == "fast"
+        ]
         if funnels:
             below = {a["name"]: nd(a) - nd(bm25) for a in funnels}
             out.append(
                 {
-                    "target": "every funnel arm's nDCG@10 >= the BM25 order's",
-                    "ndcg_diff_vs_bm25": below,
-                    "met": all(d >= 0 for d in below.values()),
+                    "target": "floor: every funnel arm's nDCG@10 >= the retriever's own - 0.005",
+                    "ndcg_diff_vs_retriever": below,
+                    "met": all(d >= -0.005 for d in below.values()),
                 }
             )
     timed = [a for a in result["arms"] if a.get("deadline_s") is not None]

@@ -71,7 +71,8 @@ class ScriptedGenerator(LocalGenerator):
 
 
 ARMS = (
-    "bm25",
+    "retriever",
+    "fast",
     "naive-llm",
     "llamaindex-llmrerank",
     "langchain-llmfilter",
@@ -79,6 +80,7 @@ ARMS = (
     "funnel-realtime",
     "funnel-enterprise",
     "funnel-enterprise-nodl",
+    "langchain-enterprise",
 )
 
 
@@ -129,7 +131,7 @@ def test_bm25_check_matches_the_data_readme(oracle_run: dict) -> None:
 def test_oracle_generators_lift_the_generating_baselines(oracle_run: dict) -> None:
     """The framework wrappers really route the model's answers into the ranking."""
     arms = {a["name"]: a for a in oracle_run["arms"]}
-    bm25 = arms["bm25"]["metrics"]["ndcg@10"]
+    bm25 = arms["retriever"]["metrics"]["ndcg@10"]
     for name in ("naive-llm", "llamaindex-llmrerank", "langchain-llmfilter"):
         arm = arms[name]
         assert arm["metrics"]["ndcg@10"] >= bm25, name
@@ -154,18 +156,50 @@ def test_funnel_arms_report_costs_and_deadlines(oracle_run: dict) -> None:
     assert targets["funnel-enterprise"]["complete_rate"] == 1.0
 
 
+def test_funnel_arms_use_the_default_fast_stage_and_the_langchain_arm_runs(
+    oracle_run: dict,
+) -> None:
+    arms = {a["name"]: a for a in oracle_run["arms"]}
+    for name in ("fast", "funnel-enterprise", "funnel-realtime"):
+        assert arms[name]["fast_scorer"].startswith("retriever_fusion("), name
+    lc = arms["langchain-enterprise"]
+    assert lc["complete_rate"] == 1.0 and lc["deadline_s"] == 2.5
+    assert "ContextualCompressionRetriever" in lc["description"]
+    floor = next(t for t in oracle_run["targets"] if t["target"].startswith("floor"))
+    assert set(floor["ndcg_diff_vs_retriever"]) >= {"fast", "langchain-enterprise"}
+
+
+def test_dense_retriever_over_the_corpus_is_cached(adi: Path, tmp_path: Path, monkeypatch) -> None:
+    from llmrerank.eval.retrieval import DenseRetriever
+
+    monkeypatch.setenv("LLMRERANK_CACHE", str(tmp_path))
+    ds = load_beir(adi)
+    first = DenseRetriever(ds)
+    assert not first.cached and first.cache_path.is_file()
+    again = DenseRetriever(ds)
+    assert again.cached
+    (cands,) = again.retrieve([ds.queries[ds.judged_query_ids[0]]], 10)
+    scores = [c.retrieval_score for c in cands]
+    assert len(cands) == 10 and scores == sorted(scores, reverse=True)
+    result = run_benchmark(_config(adi, retriever="dense", arms=("retriever", "fast")))
+    assert result["settings"]["retriever"].startswith("dense(")
+    assert all(a["complete_rate"] == 1.0 for a in result["arms"])
+
+
 def test_nonsense_answers_degrade_to_bm25_order(adi: Path) -> None:
     ds = load_beir(adi)
     gen = ScriptedGenerator(None, {d: doc.full_text for d, doc in ds.corpus.items()})
     result = run_benchmark(
-        _config(adi, arms=("bm25", "naive-llm", "llamaindex-llmrerank", "langchain-llmfilter")),
+        _config(
+            adi, arms=("retriever", "naive-llm", "llamaindex-llmrerank", "langchain-llmfilter")
+        ),
         generator=gen,
     )
     arms = {a["name"]: a for a in result["arms"]}
     for name in ("naive-llm", "llamaindex-llmrerank", "langchain-llmfilter"):
         assert arms[name]["degraded_rate"] == 1.0, name
         assert arms[name]["complete_rate"] == 1.0
-        assert arms[name]["metrics"] == arms["bm25"]["metrics"], name
+        assert arms[name]["metrics"] == arms["retriever"]["metrics"], name
 
 
 def test_reports_are_written(oracle_run: dict, tmp_path: Path) -> None:
@@ -203,7 +237,7 @@ def test_command_line(adi: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     data = json.loads((tmp_path / "adi-scripted.json").read_text())
     assert data["command"].startswith("llmrerank bench --dataset ")
     assert "--arms bm25,funnel-realtime" in data["command"]
-    assert [a["name"] for a in data["arms"]] == ["bm25", "funnel-realtime"]
+    assert [a["name"] for a in data["arms"]] == ["retriever", "funnel-realtime"]  # old alias
     assert (tmp_path / "adi-scripted.md").is_file() and (tmp_path / "adi-scripted.png").is_file()
     assert "funnel-realtime" in capsys.readouterr().out
 
