@@ -14,7 +14,19 @@ require(
 
 from llmrerank._adapters import PROVENANCE_KEY  # noqa: E402
 
-from .compressor import RELEVANCE_SCORE_KEY, LLMRerankCompressor  # noqa: E402
+from .compressor import (  # noqa: E402
+    RELEVANCE_SCORE_KEY,
+    RETRIEVAL_SCORE_KEYS,
+    LLMRerankCompressor,
+    with_retrieval_scores,
+)
 from .retriever import LLMRerankRetriever  # noqa: E402
 
-__all__ = ["PROVENANCE_KEY", "RELEVANCE_SCORE_KEY", "LLMRerankCompressor", "LLMRerankRetriever"]
+__all__ = [
+    "PROVENANCE_KEY",
+    "RELEVANCE_SCORE_KEY",
+    "RETRIEVAL_SCORE_KEYS",
+    "LLMRerankCompressor",
+    "LLMRerankRetriever",
+    "with_retrieval_scores",
+]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
@@ -14,12 +15,37 @@ from llmrerank.scorers.base import Scorer
 from llmrerank.types import Candidate, Ranking
 from pydantic import ConfigDict, Field, PrivateAttr
 
-__all__ = ["RELEVANCE_SCORE_KEY", "LLMRerankCompressor"]
+__all__ = [
+    "RELEVANCE_SCORE_KEY",
+    "RETRIEVAL_SCORE_KEYS",
+    "LLMRerankCompressor",
+    "with_retrieval_scores",
+]
 
 RELEVANCE_SCORE_KEY = "relevance_score"
 """The metadata key of the fused score (the LangChain reranker convention)."""
 
+RETRIEVAL_SCORE_KEYS = ("retrieval_score", "score", "similarity_score", "_score", "relevance_score")
+"""Metadata keys read, in this order, for the retriever's score of each document: the first key
+that every document has, with a finite number, is used (else the documents' order alone stands
+for the retriever's ranking). Higher must mean more relevant."""
+
 _UNSET_TOP_N: Any = object()
+
+
+def with_retrieval_scores(
+    pairs: Iterable[tuple[Document, float]], key: str = "retrieval_score"
+) -> list[Document]:
+    """Documents from ``(document, score)`` pairs with the score under ``metadata[key]``, in the
+    given order: what ``vector_store.similarity_search_with_relevance_scores(query, k=50)``
+    returns, ready for :class:`LLMRerankCompressor` (which reads that key). Scores must be
+    "higher is better" (relevance scores, not distances). Returns copies."""
+    out = []
+    for doc, score in pairs:
+        metadata = copy.deepcopy(doc.metadata)
+        metadata[key] = float(score)
+        out.append(doc.model_copy(update={"metadata": metadata}))
+    return out
 
 
 class LLMRerankCompressor(BaseDocumentCompressor):
@@ -63,7 +89,8 @@ class LLMRerankCompressor(BaseDocumentCompressor):
     (see ``llmrerank.presets``). Not used when ``funnel`` is given."""
 
     fast: Scorer | None = Field(default=None, exclude=True)
-    """The first-stage scorer run on every document; ``None`` uses the preset's (BM25)."""
+    """The first-stage scorer run on every document; ``None`` uses the preset's (the retriever's
+    order, and score where the metadata has one, fused with BM25 over the documents)."""
 
     llm: Scorer | Literal["default"] | None = Field(default="default", exclude=True)
     """The second-stage scorer run on the top ``k``: ``"default"`` is the embedded CPU model,
@@ -77,6 +104,16 @@ class LLMRerankCompressor(BaseDocumentCompressor):
 
     deadline: float | None = Field(default=None, gt=0)
     """Seconds per request; ``None`` keeps the funnel's (the preset's) deadline."""
+
+    input_ranked: bool = True
+    """The documents arrive in their retriever's ranking, best first (what every LangChain
+    retriever returns): the funnel's fast stage fuses that order with BM25 over the documents,
+    so the reranker builds on the retriever instead of replacing it. ``False`` when the order
+    carries no meaning."""
+
+    retrieval_score_keys: tuple[str, ...] = RETRIEVAL_SCORE_KEYS
+    """Metadata keys holding the retriever's score (see :data:`RETRIEVAL_SCORE_KEYS`); ``()``
+    reads none."""
 
     _lazy: LazyFunnel = PrivateAttr()
 
@@ -129,7 +166,11 @@ class LLMRerankCompressor(BaseDocumentCompressor):
         )
         try:
             ranking = self.get_funnel().rerank(
-                query, _candidates(docs), k=self.k, deadline=self.deadline
+                query,
+                _candidates(docs, self.retrieval_score_keys),
+                k=self.k,
+                deadline=self.deadline,
+                input_ranked=self.input_ranked,
             )
             out = self._results(docs, ranking, top_n)
         except BaseException as exc:
@@ -152,7 +193,11 @@ class LLMRerankCompressor(BaseDocumentCompressor):
         )
         try:
             ranking = await self.get_funnel().arerank(
-                query, _candidates(docs), k=self.k, deadline=self.deadline
+                query,
+                _candidates(docs, self.retrieval_score_keys),
+                k=self.k,
+                deadline=self.deadline,
+                input_ranked=self.input_ranked,
             )
             out = self._results(docs, ranking, top_n)
         except BaseException as exc:
@@ -174,6 +219,29 @@ class LLMRerankCompressor(BaseDocumentCompressor):
         return out
 
 
-def _candidates(docs: list[Document]) -> list[Candidate]:
-    # Positions are the ids: LangChain document ids may be missing or repeated.
-    return [Candidate(id=str(i), text=doc.page_content) for i, doc in enumerate(docs)]
+def _score_key(docs: list[Document], keys: Sequence[str]) -> str | None:
+    """The first of ``keys`` under which every document has a finite number."""
+    for key in keys:
+        values = [doc.metadata.get(key) for doc in docs]
+        if values and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        ):
+            return key
+    return None
+
+
+def _candidates(
+    docs: list[Document], keys: Sequence[str] = RETRIEVAL_SCORE_KEYS
+) -> list[Candidate]:
+    # Positions are the ids: LangChain document ids may be missing or repeated. The order is the
+    # retriever's ranking; a score every document carries (see RETRIEVAL_SCORE_KEYS) comes along.
+    key = _score_key(docs, keys)
+    return [
+        Candidate(
+            id=str(i),
+            text=doc.page_content,
+            retrieval_score=float(doc.metadata[key]) if key is not None else None,
+        )
+        for i, doc in enumerate(docs)
+    ]

@@ -80,6 +80,12 @@ class LLMRerankPostprocessor(BaseNodePostprocessor):
     deadline: float | None = Field(
         default=None, gt=0, description="Seconds per request (None: the funnel's deadline)."
     )
+    input_ranked: bool = Field(
+        default=True,
+        description="The nodes arrive in their retriever's ranking, best first: the fast stage "
+        "fuses that order (and NodeWithScore.score when every node has one) with BM25 over the "
+        "nodes. False when their order carries no meaning.",
+    )
 
     _lazy: LazyFunnel = PrivateAttr()
 
@@ -93,6 +99,7 @@ class LLMRerankPostprocessor(BaseNodePostprocessor):
         funnel: Funnel | None = None,
         k: int | None = None,
         deadline: float | None = None,
+        input_ranked: bool = True,
         callback_manager: CallbackManager | None = None,
     ) -> None:
         lazy = LazyFunnel(
@@ -108,6 +115,7 @@ class LLMRerankPostprocessor(BaseNodePostprocessor):
             preset=preset_name or (funnel.name if funnel is not None else DEFAULT_PRESET),
             k=k,
             deadline=deadline,
+            input_ranked=input_ranked,
             callback_manager=callback_manager or CallbackManager(),
         )
         self._lazy = lazy
@@ -132,7 +140,13 @@ class LLMRerankPostprocessor(BaseNodePostprocessor):
             CBEventType.RERANKING, payload=self._payload(funnel, nodes, query)
         ) as event:
             ranking = (
-                funnel.rerank(query, _candidates(nodes), k=self.k, deadline=self.deadline)
+                funnel.rerank(
+                    query,
+                    _candidates(nodes),
+                    k=self.k,
+                    deadline=self.deadline,
+                    input_ranked=self.input_ranked,
+                )
                 if nodes
                 else None
             )
@@ -153,7 +167,13 @@ class LLMRerankPostprocessor(BaseNodePostprocessor):
             CBEventType.RERANKING, payload=self._payload(funnel, nodes, query)
         ) as event:
             ranking = (
-                await funnel.arerank(query, _candidates(nodes), k=self.k, deadline=self.deadline)
+                await funnel.arerank(
+                    query,
+                    _candidates(nodes),
+                    k=self.k,
+                    deadline=self.deadline,
+                    input_ranked=self.input_ranked,
+                )
                 if nodes
                 else None
             )

@@ -16,6 +16,8 @@ def test_langchain_exports() -> None:
         "LLMRerankRetriever",
         "PROVENANCE_KEY",
         "RELEVANCE_SCORE_KEY",
+        "RETRIEVAL_SCORE_KEYS",
+        "with_retrieval_scores",
     ]
     assert all(hasattr(module, name) for name in module.__all__)
     assert (module.PROVENANCE_KEY, module.RELEVANCE_SCORE_KEY) == ("llmrerank", "relevance_score")

@@ -341,3 +341,44 @@ class TestLLMRerankRetrieverStandardEmbeddedLLM(TestLLMRerankRetrieverStandard):
             "base_retriever": _store().as_retriever(search_kwargs={"k": 6}),
             "reranker": LLMRerankCompressor(funnel=shared_llm_funnel()),
         }
+
+
+def test_the_documents_order_and_metadata_scores_reach_the_fast_stage() -> None:
+    from langchain_llmrerank import with_retrieval_scores
+
+    # no document holds a query term: BM25 has no signal, an equal LLM adds none, so the
+    # retriever's order must come back as it went in
+    docs = [Document(page_content=f"filler text number {i}") for i in range(6)]
+    flat = ScriptedScorer(lambda q, t: 0.5)
+    compressor = LLMRerankCompressor(llm=flat, top_n=None)
+    out = compressor.compress_documents(docs, "kitten")
+    assert [d.page_content for d in out] == [d.page_content for d in docs]
+    assert all(d.metadata["llmrerank"]["stage"] == "llm" for d in out[:5])
+
+    # scores from similarity_search_with_relevance_scores: they decide over the position
+    pairs = [(d, float(i)) for i, d in enumerate(docs)]  # ascending: the last is the best
+    scored = with_retrieval_scores(pairs)
+    assert (
+        scored[0].metadata["retrieval_score"] == 0.0 and "retrieval_score" not in docs[0].metadata
+    )
+    out = LLMRerankCompressor(llm=None, top_n=None).compress_documents(scored, "kitten")
+    assert [d.page_content for d in out] == [d.page_content for d in reversed(docs)]
+
+    # a key only some documents carry is not used; the order stands
+    partial = [
+        d.model_copy(update={"metadata": {"score": 9.0}}) if i == 5 else d
+        for i, d in enumerate(docs)
+    ]
+    out = LLMRerankCompressor(llm=None, top_n=2).compress_documents(partial, "kitten")
+    assert [d.page_content for d in out] == [docs[0].page_content, docs[1].page_content]
+
+    # input_ranked=False: the order carries no meaning, BM25 decides
+    bag = [
+        Document(page_content="dogs"),
+        Document(page_content="birds"),
+        Document(page_content="a kitten"),
+    ]
+    out = LLMRerankCompressor(llm=None, top_n=1, input_ranked=False).compress_documents(
+        bag, "kitten"
+    )
+    assert out[0].page_content == "a kitten"

@@ -229,7 +229,8 @@ async def test_nodes_are_copies() -> None:
 
 def test_top_n_none_keeps_all_and_no_query_is_an_error() -> None:
     nodes = [NodeWithScore(node=n, score=None) for n in corpus_nodes()]
-    postprocessor = LLMRerankPostprocessor(llm=None, top_n=None)
+    # the corpus is a bag of paragraphs, not a retriever's ranking: say so
+    postprocessor = LLMRerankPostprocessor(llm=None, top_n=None, input_ranked=False)
     out = postprocessor.postprocess_nodes(nodes, query_str="why does bread dough rise")
     assert sorted(n.node.node_id for n in out) == sorted(CORPUS)
     assert out[0].node.node_id == "bread"
@@ -255,6 +256,7 @@ def test_configuration() -> None:
         "preset": "research",
         "k": None,
         "deadline": None,
+        "input_ranked": True,
         "class_name": "LLMRerankPostprocessor",
     }
     assert postprocessor.get_funnel().name == "research"
@@ -281,3 +283,25 @@ async def test_query_engine_with_embedded_llm(
     assert topic in [n.node.node_id for n in nodes]
     assert all(n.node.metadata["llmrerank"]["stage"] == "llm" for n in nodes)
     assert [type(e) for e in event_log.events] == [ReRankStartEvent, ReRankEndEvent]
+
+
+def test_node_scores_and_order_reach_the_fast_stage() -> None:
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+    from llmrerank.testing import ScriptedScorer
+
+    from llamaindex_llmrerank import LLMRerankPostprocessor
+
+    nodes = [
+        NodeWithScore(node=TextNode(text=f"filler text number {i}"), score=None) for i in range(6)
+    ]
+    flat = ScriptedScorer(lambda q, t: 0.5)
+    out = LLMRerankPostprocessor(llm=flat, top_n=None).postprocess_nodes(
+        nodes, query_bundle=QueryBundle("kitten")
+    )
+    assert [n.node.get_content() for n in out] == [n.node.get_content() for n in nodes]
+    # NodeWithScore.score (every node has one) is the retriever's ranking: ascending here
+    scored = [NodeWithScore(node=n.node, score=float(i)) for i, n in enumerate(nodes)]
+    out = LLMRerankPostprocessor(llm=None, top_n=None).postprocess_nodes(
+        scored, query_bundle=QueryBundle("kitten")
+    )
+    assert [n.node.get_content() for n in out] == [n.node.get_content() for n in reversed(nodes)]
