@@ -483,7 +483,11 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         request_id = str(uuid.uuid4())
         async with state.admission.slot() as waited:
             ranking = await funnel.arerank(
-                req.query, cands, k=req.k, deadline=_left(deadline, waited)
+                req.query,
+                cands,
+                k=req.k,
+                deadline=_left(deadline, waited),
+                input_ranked=req.input_ranked,
             )
         state.metrics.observe_ranking(ranking)
         body = ranking_body(
@@ -516,7 +520,9 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 extra=extra,
             )
 
-        return await _stream(state, funnel, req.query, cands, req.k, deadline, body)
+        return await _stream(
+            state, funnel, req.query, cands, req.k, deadline, body, req.input_ranked
+        )
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> Response:
@@ -625,7 +631,11 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         funnel, deadline, cands, retrieval = demo_input(req)
         async with state.admission.slot() as waited:
             ranking = await funnel.arerank(
-                req.query, cands, k=req.k, deadline=_left(deadline, waited)
+                req.query,
+                cands,
+                k=req.k,
+                deadline=_left(deadline, waited),
+                input_ranked=req.input_ranked,
             )
         state.metrics.observe_ranking(ranking)
         extra = {"queue_wait": waited, "retrieval": retrieval, "kind": "final"}
@@ -642,7 +652,9 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 c, req.query, update.ranking, req.top_n, {**extra, "retrieval": retrieval}
             )
 
-        return await _stream(state, funnel, req.query, cands, req.k, deadline, body)
+        return await _stream(
+            state, funnel, req.query, cands, req.k, deadline, body, req.input_ranked
+        )
 
 
 async def _stream(
@@ -653,6 +665,7 @@ async def _stream(
     k: int | None,
     deadline: float | None,
     body: Callable[[RankingUpdate, dict[str, Any]], dict[str, Any]],
+    input_ranked: bool | None = None,
 ) -> Response:
     """Admit, compute the ``fast`` update before answering (so bad input is a 4xx, not an
     event), then stream the rest. The slot is held until the stream ends or the client leaves."""
@@ -660,7 +673,9 @@ async def _stream(
     waited = await admission.acquire()
     updates: AsyncIterator[RankingUpdate] | None = None
     try:
-        updates = funnel.astream(query, cands, k=k, deadline=_left(deadline, waited))
+        updates = funnel.astream(
+            query, cands, k=k, deadline=_left(deadline, waited), input_ranked=input_ranked
+        )
         first = await anext(updates)
     except BaseException:
         if updates is not None:

@@ -25,6 +25,12 @@ class _Knobs(BaseModel):
     preset: str | None = Field(None, description="realtime, enterprise or research")
     deadline: float | None = Field(None, gt=0, description="Seconds for this request")
     k: int | None = Field(None, ge=0, description="How many candidates the LLM scores")
+    input_ranked: bool | None = Field(
+        None,
+        description="Whether the documents come in their retriever's ranking, best first "
+        "(default true: the fast stage fuses that order with BM25); false when the order "
+        "carries no meaning",
+    )
 
 
 class RerankRequest(_Knobs):

@@ -368,3 +368,23 @@ def test_demo_search_over_the_stdlib_corpus(serve: ServeFactory, demo_corpus: An
     assert httpx.get(f"{server.url}/static/app.js").status_code == 200
     r = httpx.post(f"{server.url}/v1/demo/search", json={"query": "   "})
     assert r.status_code == 422
+
+
+async def test_documents_are_taken_in_their_retrievers_order(serve: ServeFactory) -> None:
+    # no document holds a query term and the LLM is flat: the retriever's order comes back
+    docs = [f"filler text number {i}" for i in range(6)]
+    flat = Funnel(llm=ScriptedScorer(lambda q, t: 1.0), k=4, deadline=20.0)
+    server = serve(flat)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        r = await client.post("/v1/rerank", json={"query": "kitten", "documents": docs})
+        assert r.status_code == 200
+        assert [x["index"] for x in r.json()["results"]] == list(range(6))
+        assert r.json()["llmrerank"]["input_ranked"] is True
+        # a bag of documents: BM25 decides, the first position earns nothing
+        bag = ["dogs", "birds", "a kitten"]
+        body = {"query": "kitten", "documents": bag, "input_ranked": False}
+        r = await client.post("/v1/rerank", json=body)
+        assert r.json()["results"][0]["index"] == 2
+        assert r.json()["llmrerank"]["input_ranked"] is False
+        r = await client.post("/v1/rerank", json={**body, "input_ranked": "maybe"})
+        assert r.status_code == 422
