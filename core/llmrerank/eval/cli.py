@@ -80,6 +80,12 @@ def add_quality_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--name", default=None, help="output file stem (default: dataset name)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up query")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-share-scores",
+        action="store_true",
+        help="the -nodl arms compute every LLM score themselves (default: they reuse what their "
+        "deadline arm computed for the query)",
+    )
     return parser
 
 
@@ -114,6 +120,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         llm=args.llm,
         threads=args.threads,
         warmup=not args.no_warmup,
+        share_scores=not args.no_share_scores,
         progress=not args.no_progress,
         command=command,
     )

@@ -117,6 +117,10 @@ class BenchConfig:
     scripted_latency: float = 0.01
     threads: int | None = None
     """torch intra-op threads (default :func:`default_threads`)."""
+    share_scores: bool = True
+    """The ``-nodl`` arms reuse the LLM scores their deadline arms computed for the same query
+    (the deadline arms only write: their latency stays honest). Saves most of the LLM time of a
+    run; the ``-nodl`` arms' latency is then not a latency figure (their rows say so)."""
     warmup: bool = True
     progress: bool = True
     command: str = ""
@@ -205,6 +209,22 @@ def _local_llm() -> Scorer:
         ) from exc
 
 
+class _WriteOnly:
+    """A cache view that stores but never answers: the deadline arms feed the ``-nodl`` arms
+    without getting faster themselves."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def get_many(self, fingerprint: str, query: str, texts: Sequence[str]) -> list[float | None]:
+        return [None] * len(texts)
+
+    def put_many(
+        self, fingerprint: str, query: str, texts: Sequence[str], scores: Sequence[float]
+    ) -> None:
+        self.inner.put_many(fingerprint, query, texts, scores)
+
+
 def build_arms(
     config: BenchConfig,
     *,
@@ -214,7 +234,10 @@ def build_arms(
     token_counter: TokenCounter | None,
 ) -> list[Arm]:
     """The selected arms, in ``ARM_NAMES`` order."""
+    from ..cache import MemoryScoreCache
+
     arms: list[Arm] = []
+    shared = MemoryScoreCache(max_entries=1_000_000) if config.share_scores else None
     for name in ARM_NAMES:
         if name not in config.arms:
             continue
@@ -278,11 +301,17 @@ def build_arms(
                 preset: Any = preset,
                 nodl: bool = nodl,
             ) -> Any:
+                if shared is None:
+                    cache: dict[str, Any] = {}
+                else:
+                    cache = {"cache": shared if nodl else _WriteOnly(shared)}
                 if nodl:
-                    return preset.build(llm=scorer, fast=fast, deadline=None)
-                return preset.build(llm=scorer, fast=fast)
+                    return preset.build(llm=scorer, fast=fast, deadline=None, **cache)
+                return preset.build(llm=scorer, fast=fast, **cache)
 
             when = "no deadline" if nodl else f"deadline {preset.deadline} s"
+            if nodl and shared is not None:
+                when += "; reuses the LLM scores its deadline arm computed (latency not comparable)"
             arms.append(
                 FunnelArm(
                     name,

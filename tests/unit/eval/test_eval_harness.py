@@ -186,6 +186,19 @@ def test_dense_retriever_over_the_corpus_is_cached(adi: Path, tmp_path: Path, mo
     assert all(a["complete_rate"] == 1.0 for a in result["arms"])
 
 
+def test_nodl_arms_reuse_the_deadline_arms_scores_and_rank_the_same(adi: Path) -> None:
+    arms = ("funnel-enterprise", "funnel-enterprise-nodl")
+    shared = run_benchmark(_config(adi, arms=arms, llm="scripted"))
+    alone = run_benchmark(_config(adi, arms=arms, llm="scripted", share_scores=False))
+    by = {a["name"]: a for a in shared["arms"]}
+    solo = {a["name"]: a for a in alone["arms"]}
+    assert by["funnel-enterprise-nodl"]["metrics"] == solo["funnel-enterprise-nodl"]["metrics"]
+    assert by["funnel-enterprise-nodl"]["llm_calls_per_query"] == 0  # all from the cache
+    assert solo["funnel-enterprise-nodl"]["llm_calls_per_query"] > 0
+    assert by["funnel-enterprise"]["llm_calls_per_query"] > 0  # the deadline arm never reads
+    assert "latency not comparable" in by["funnel-enterprise-nodl"]["description"]
+
+
 def test_nonsense_answers_degrade_to_bm25_order(adi: Path) -> None:
     ds = load_beir(adi)
     gen = ScriptedGenerator(None, {d: doc.full_text for d, doc in ds.corpus.items()})
