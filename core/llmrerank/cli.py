@@ -136,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, help="print only the top N")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    b = sub.add_parser("bench", help="benchmarks: 'engine' (overhead, deadlines) or quality")
+    b = sub.add_parser(
+        "bench",
+        help="benchmarks: 'engine' (overhead, deadlines), quality, or 'fusion' (the fast "
+        "stage's fusion and the LLM weight, see llmrerank bench fusion --help)",
+    )
     b.add_argument("target", nargs="?", default="quality", choices=["engine", "quality"])
     b.add_argument("--out", default="docs/benchmarks", help="directory for the result files")
     b.add_argument("--requests", type=int, default=300, help="engine: requests per measurement")
@@ -159,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "fusion"]:  # the fusion study has its own options
+        from .eval.fusion_study import main as fusion_main
+
+        return fusion_main(argv[2:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

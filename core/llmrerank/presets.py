@@ -6,17 +6,22 @@ preset      deadline k (LLM window)              trades
 realtime    0.5 s    budget-aware, 3..10          Relevance for latency: the LLM scores only what
                                                   the latency estimate says fits in the budget;
                                                   at the deadline the fast order fills the rest.
-enterprise  2.5 s    20, 8 in flight              The funnel proper: BM25 narrows, the LLM scores
-                                                  the top 20 concurrently; fused with BM25.
+enterprise  2.5 s    20, 8 in flight              The funnel proper: the fast stage (retriever +
+                                                  BM25) narrows, the LLM scores the top 20
+                                                  concurrently; fused with the fast score.
 research    10 s     50, 16 in flight, streamed   Latency for relevance: a deep LLM window;
                                                   stream it to show the fast ranking while it
                                                   works.
 =========== ======== ============================ ==============================================
 
-All three fuse with LLM weight 0.3: on cranfield (docs/benchmarks/llm_local.md) the embedded
-model's query likelihood fused at 0.3 was the only weight not below BM25 (0.4453 vs 0.4428;
-0.5 gave 0.4327, 0.7 gave 0.4246). A stronger LLM earns a larger weight: pass
-``fusion=Fusion(llm_weight=...)``.
+The fast stage is the default :class:`~llmrerank.scorers.retriever_fusion.RetrieverFusionScorer`
+(the retriever's ranking fused with BM25 over the candidates), and the LLM is fused against that
+fused fast score with a per-preset weight chosen by ``llmrerank bench fusion`` on tune queries
+of cranfield, cisi and nfcorpus under a BM25 and a dense retriever (docs/benchmarks/fast_fusion.md,
+the embedded model's query likelihood): window 5 (realtime's typical k) best at w=0.5, windows 10
+and 20 at w=0.6 (mean nDCG@10 0.3078 for the fast stage alone, 0.3210 at k=20, w=0.6). Research
+(k=50) was not measured separately and uses 0.6. Another LLM may earn another weight: pass
+``fusion=Fusion(llm_weight=...)`` and measure it with ``llmrerank bench fusion``.
 
 Every preset keeps the same guarantees: a complete ranking by the deadline (plus a few ms), every
 candidate exactly once, degradation flagged in provenance.
@@ -90,7 +95,7 @@ PRESETS: dict[str, Preset] = {
         k_min=3,
         k_max=10,
         concurrency=4,
-        fusion=Fusion("interpolate", llm_weight=0.3),
+        fusion=Fusion("interpolate", llm_weight=0.5),
         description="< 500 ms: budget-aware k, fast-stage order wherever the LLM runs out of time",
     ),
     "enterprise": Preset(
@@ -100,7 +105,7 @@ PRESETS: dict[str, Preset] = {
         k_min=5,
         k_max=20,
         concurrency=8,
-        fusion=Fusion("interpolate", llm_weight=0.3),
+        fusion=Fusion("interpolate", llm_weight=0.6),
         description="< 3 s: funnel to the top 20, scored concurrently, fused with the fast stage",
     ),
     "research": Preset(
@@ -110,7 +115,7 @@ PRESETS: dict[str, Preset] = {
         k_min=10,
         k_max=50,
         concurrency=16,
-        fusion=Fusion("interpolate", llm_weight=0.3),
+        fusion=Fusion("interpolate", llm_weight=0.6),
         description="5-10 s: deep LLM window, meant to be streamed",
     ),
 }

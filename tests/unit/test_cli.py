@@ -43,6 +43,7 @@ def test_python_dash_m_entry_point():
             "cats and kittens",
             "--llm",
             "none",
+            "--unordered",
             "--top",
             "1",
         ],

@@ -125,6 +125,7 @@ def test_public_surface_is_pinned():
             "Ranking",
             "RankingUpdate",
             "RateLimited",
+            "RetrieverFusionScorer",
             "SQLiteScoreCache",
             "ScoreCache",
             "ScoredCandidate",

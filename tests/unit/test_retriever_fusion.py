@@ -98,11 +98,16 @@ def test_input_ranked_false_ignores_positions():
 
 
 def test_bm25_over_the_candidates_still_lifts_a_lexical_match():
-    # the only text with the query term is last; the fusion moves it up, but not past everything
-    docs = [f"filler text {i}" for i in range(9)] + ["kitten"]
+    # the retriever's order dominates near the top (measured: docs/benchmarks/fast_fusion.md);
+    # deeper down, where ranks are close, the only text with the query term climbs
+    docs = [f"filler text {i}" for i in range(30)]
+    docs[25] = "kitten"
     ids = Funnel().rerank(QUERY, docs).ids
-    assert ids.index("9") < 9
-    assert ids.index("9") > 0 or ids[1] == "0"
+    assert ids.index("25") < 25
+    assert ids[:5] == ["0", "1", "2", "3", "4"]
+    # with more weight on BM25 it goes first
+    lexical = Funnel(fast=RetrieverFusionScorer(retriever_weight=0.2)).rerank(QUERY, docs)
+    assert lexical.ids[0] == "25"
 
 
 def test_a_failing_text_scorer_falls_back_to_the_retrievers_order():
