@@ -138,3 +138,34 @@ def test_multi_token_labels_are_refused_before_the_weights_load(tokenizer):
 def test_yes_no_labels_are_single_tokens(tokenizer):
     for label in YES_NO_LABELS:
         assert len(tokenizer(label, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_dtype_auto_follows_the_cpu(monkeypatch, caplog):
+    from llmrerank.scorers import llm_local
+
+    monkeypatch.setattr(llm_local, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert llm_local.resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(llm_local, "_cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert llm_local.resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(llm_local, "_cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(llm_local, "_dtype_logged", False)
+    with caplog.at_level("INFO", logger="llmrerank"):
+        assert llm_local.resolve_dtype("auto") == "float32"
+        assert llm_local.resolve_dtype("auto") == "float32"
+    assert sum("no native bfloat16" in r.message for r in caplog.records) == 1  # one log line
+    assert llm_local.resolve_dtype("float16") == "float16"
+    assert llm_local.resolve_dtype("auto", device="cuda") == "bfloat16"
+    scorer = llm_local.LocalLLMScorer()
+    assert scorer.dtype == "float32" and ":float32:" in scorer.fingerprint
+
+
+def test_default_threads_are_the_free_cores(monkeypatch):
+    from llmrerank.scorers import llm_local
+
+    monkeypatch.setattr(llm_local.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for load, want in ((0.0, 2), (0.4, 2), (1.2, 1), (15.0, 1)):
+        monkeypatch.setattr(llm_local.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert llm_local.default_threads() == want, load
+    monkeypatch.setattr(llm_local.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(llm_local.os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+    assert llm_local.default_threads() == 5

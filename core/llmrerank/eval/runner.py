@@ -182,10 +182,11 @@ class _MemorySampler:
 
 
 def default_threads() -> int:
-    """Half the CPUs, between 1 and 4 (the embedded LLM scorer's rule). More threads than the
-    cores a process really gets make OpenMP spin at every barrier: on the shared 2-core
-    development machine, generation with 2 threads ran 7x slower than with 1."""
-    return max(1, min(4, (os.cpu_count() or 1) // 2))
+    """The embedded LLM scorer's rule: the free cores of this process
+    (:func:`llmrerank.scorers.llm_local.default_threads`)."""
+    from ..scorers.llm_local import default_threads as rule
+
+    return rule()
 
 
 def _scripted_llm(latency: float, seed: int) -> Scorer:

@@ -65,6 +65,7 @@ __all__ = [
     "LocalLLMScorer",
     "LocalLLMStats",
     "default_threads",
+    "resolve_dtype",
     "truncate_to_tokens",
 ]
 
@@ -84,11 +85,61 @@ _SENTINEL = "\ue000LLMRERANK_TEXT\ue000"
 part; a private-use character no real text or template uses."""
 
 
+def _affinity() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def default_threads() -> int:
-    """Half the CPUs, between 1 and 4. More intra-op threads than the cores the process really
-    gets collapses throughput (OpenMP threads spin at every barrier): on a shared 2-core machine,
-    2 threads took about 8x the time of 1 per text (docs/benchmarks/llm_local.md)."""
-    return max(1, min(4, (os.cpu_count() or 1) // 2))
+    """The cores this process may run on (``os.sched_getaffinity``), less those the machine is
+    already busy with (the 1-minute load average, read when the scorer is made), at least 1.
+
+    More intra-op threads than the cores a process really gets collapses throughput (OpenMP
+    threads spin at every barrier: at load ~15 on 2 cores, 2 threads ran about 8x slower than 1),
+    while on idle cores one thread leaves most of the speed unused (2 threads: 1.7x, issue 13).
+    """
+    cores = _affinity()
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, int(max(0.0, cores - busy + 0.5))))
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_dtype_logged = False
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """``"auto"``: bfloat16 where the CPU computes it natively (``avx512_bf16`` or ``amx_bf16``;
+    on CUDA always), else float32 with one log line. Any other value is returned as given."""
+    global _dtype_logged
+    if dtype != "auto":
+        return dtype
+    if device != "cpu":
+        return "bfloat16"
+    flags = _cpu_flags()
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return "bfloat16"
+    if not _dtype_logged:
+        logger.info(
+            "this CPU has no native bfloat16 (no avx512_bf16/amx_bf16 flag): the local LLM runs "
+            "in float32"
+        )
+        _dtype_logged = True
+    return "float32"
 
 
 def truncate_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> tuple[str, bool]:
@@ -195,9 +246,10 @@ class LocalLLMScorer:
             and query) once and reuse its KV cache for every micro-batch.
         quantize: ``"int8"`` applies dynamic int8 quantisation to the Linear layers on load.
         threads: torch intra-op threads, set before each call's forward passes (a process-wide
-            torch setting); default :func:`default_threads`.
+            torch setting); default :func:`default_threads` (the free cores of this process).
         min_label_mass: judgement answers with less probability on the labels are malformed.
-        dtype: the torch dtype the weights are loaded in.
+        dtype: the torch dtype the weights are loaded in; ``"auto"`` (the default) is bfloat16
+            where the CPU runs it natively, else float32 (:func:`resolve_dtype`).
     """
 
     max_concurrency = 1
@@ -219,7 +271,7 @@ class LocalLLMScorer:
         quantize: Literal["int8"] | None = None,
         threads: int | None = None,
         min_label_mass: float = 0.05,
-        dtype: str = "float32",
+        dtype: str = "auto",
     ) -> None:
         if method not in ("judgement", "query_likelihood"):
             raise ConfigError(f"method must be 'judgement' or 'query_likelihood', got {method!r}")
@@ -255,7 +307,7 @@ class LocalLLMScorer:
         self.quantize = quantize
         self.threads = threads if threads is not None else default_threads()
         self.min_label_mass = min_label_mass
-        self.dtype = dtype
+        self.dtype = resolve_dtype(dtype)
         self._settings: dict[str, Any] = {
             "model": model,
             "method": method,
