@@ -163,9 +163,9 @@ def test_default_threads_are_the_free_cores(monkeypatch):
     from llmrerank.scorers import llm_local
 
     monkeypatch.setattr(llm_local.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    for load, want in ((0.0, 2), (0.4, 2), (1.2, 1), (15.0, 1)):
+    for load, want in ((0.0, 2), (0.9, 2), (1.2, 2), (2.2, 1), (15.0, 1)):
         monkeypatch.setattr(llm_local.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
         assert llm_local.default_threads() == want, load
     monkeypatch.setattr(llm_local.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(llm_local.os, "getloadavg", lambda: (3.0, 0.0, 0.0))
-    assert llm_local.default_threads() == 5
+    assert llm_local.default_threads() == 6

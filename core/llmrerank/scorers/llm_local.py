@@ -94,7 +94,8 @@ def _affinity() -> int:
 
 def default_threads() -> int:
     """The cores this process may run on (``os.sched_getaffinity``), less those the machine is
-    already busy with (the 1-minute load average, read when the scorer is made), at least 1.
+    already busy with (the 1-minute load average beyond the one unit this process itself may
+    account for, read when the scorer is made), at least 1.
 
     More intra-op threads than the cores a process really gets collapses throughput (OpenMP
     threads spin at every barrier: at load ~15 on 2 cores, 2 threads ran about 8x slower than 1),
@@ -105,7 +106,9 @@ def default_threads() -> int:
         busy = os.getloadavg()[0]
     except OSError:
         busy = 0.0
-    return max(1, min(cores, int(max(0.0, cores - busy + 0.5))))
+    # one unit of load may be this very process (a model just loaded, a request just scored)
+    free = cores - max(0.0, busy - 1.0)
+    return max(1, min(cores, int(max(0.0, free + 0.5))))
 
 
 def _cpu_flags() -> set[str]:
