@@ -21,6 +21,7 @@ from .breaker import CircuitBreaker
 from .budget import Deadline, LatencyEstimate, choose_k
 from .cache import ScoreCache
 from .errors import BackendError, CircuitOpen, InputError
+from .prompts import instruction_scope
 from .scorers.base import Scorer, scorer_batch_size, scorer_concurrency
 from .scorers.bm25 import BM25Scorer
 from .scoring import Fusion, final_order
@@ -36,6 +37,8 @@ logger = logging.getLogger("llmrerank")
 CandidateLike = Candidate | str | Mapping[str, Any]
 
 DEFAULT_MAX_TEXT_CHARS = 8_000
+MAX_INSTRUCTION_CHARS = 2_000
+"""The longest task instruction a funnel or request may give."""
 """Texts longer than this are cut (for scoring only; the candidate comes back whole)."""
 
 _ASSEMBLY_MARGIN = 0.005
@@ -157,6 +160,9 @@ class Funnel:
         breaker: the LLM backend's circuit breaker (one per funnel by default).
         max_text_chars: texts are cut to this length for scoring (the candidate comes back whole).
         name: a label for provenance (the preset's name when built from one).
+        instruction: the task instruction for LLM scorers whose profile takes one (Qwen3-Reranker
+            style, see :mod:`llmrerank.prompts`); each request may give its own. ``None`` keeps
+            the profile's default. A scorer that takes no instruction is an :class:`InputError`.
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class Funnel:
         breaker: CircuitBreaker | None = None,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         name: str = "custom",
+        instruction: str | None = None,
     ) -> None:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
             raise InputError(f"k must be a non-negative int or None (budget-aware), got {k!r}")
@@ -196,6 +203,7 @@ class Funnel:
         self.max_text_chars = max_text_chars
         self.name = name
         self.latency = LatencyEstimate()
+        self.instruction = self._check_instruction(instruction)
 
     @classmethod
     def from_preset(
@@ -230,9 +238,13 @@ class Funnel:
         *,
         k: int | None = None,
         deadline: float | None = None,
+        instruction: str | None = None,
     ) -> Ranking:
-        """Rank ``candidates`` for ``query``; returns within ``deadline`` seconds (plus a few ms)."""
-        return await self._run(query, candidates, k=k, deadline=deadline, emit=None)
+        """Rank ``candidates`` for ``query``; returns within ``deadline`` seconds (plus a few ms).
+        ``instruction`` replaces the funnel's task instruction for this request."""
+        return await self._run(
+            query, candidates, k=k, deadline=deadline, emit=None, instruction=instruction
+        )
 
     def rerank(
         self,
@@ -241,9 +253,12 @@ class Funnel:
         *,
         k: int | None = None,
         deadline: float | None = None,
+        instruction: str | None = None,
     ) -> Ranking:
         """Synchronous :meth:`arerank`; safe in Jupyter and from inside a running event loop."""
-        return run_sync(self.arerank(query, candidates, k=k, deadline=deadline))
+        return run_sync(
+            self.arerank(query, candidates, k=k, deadline=deadline, instruction=instruction)
+        )
 
     async def astream(
         self,
@@ -252,12 +267,20 @@ class Funnel:
         *,
         k: int | None = None,
         deadline: float | None = None,
+        instruction: str | None = None,
     ) -> AsyncIterator[RankingUpdate]:
         """Yield the ``fast`` ranking at once, ``partial`` rankings as LLM scores land, then
         ``final``. Closing the iterator early cancels the pending work."""
         queue: asyncio.Queue[RankingUpdate | BaseException] = asyncio.Queue()
         task = asyncio.ensure_future(
-            self._run(query, candidates, k=k, deadline=deadline, emit=queue.put_nowait)
+            self._run(
+                query,
+                candidates,
+                k=k,
+                deadline=deadline,
+                emit=queue.put_nowait,
+                instruction=instruction,
+            )
         )
 
         def _done(t: asyncio.Future[Ranking]) -> None:
@@ -296,7 +319,37 @@ class Funnel:
 
     # ------------------------------------------------------------------ the engine
 
+    def _check_instruction(self, instruction: str | None) -> str | None:
+        if instruction is None:
+            return None
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise InputError("instruction must be a non-empty string (or None for the default)")
+        if len(instruction) > MAX_INSTRUCTION_CHARS:
+            raise InputError(
+                f"instruction is {len(instruction)} characters; at most {MAX_INSTRUCTION_CHARS}"
+            )
+        if self.llm is not None and not getattr(self.llm, "takes_instruction", False):
+            raise InputError(
+                f"the LLM scorer {self.llm.fingerprint} takes no instruction; select a profile "
+                "that does (e.g. profile='qwen3-reranker')"
+            )
+        return instruction
+
     async def _run(
+        self,
+        query: str,
+        candidates: Sequence[CandidateLike],
+        *,
+        k: int | None,
+        deadline: float | None,
+        emit: Callable[[RankingUpdate], None] | None,
+        instruction: str | None = None,
+    ) -> Ranking:
+        chosen = self._check_instruction(instruction) if instruction is not None else None
+        with instruction_scope(chosen if chosen is not None else self.instruction):
+            return await self._run_scoped(query, candidates, k=k, deadline=deadline, emit=emit)
+
+    async def _run_scoped(
         self,
         query: str,
         candidates: Sequence[CandidateLike],

@@ -59,8 +59,8 @@ from ..errors import (
     MalformedOutput,
     RateLimited,
 )
-from ..prompts import JudgementTemplate, Method, QueryLikelihoodTemplate
-from ..scoring import expected_relevance, mean_logprob
+from ..prompts import JudgementTemplate, Method, Profile, QueryLikelihoodTemplate, get_profile
+from ..scoring import mean_logprob
 from .base import Scores
 
 if TYPE_CHECKING:
@@ -207,6 +207,11 @@ class OpenAILLMScorer:
             (judgement only: chat has no prompt log-probabilities).
         template: a :class:`JudgementTemplate` / :class:`QueryLikelihoodTemplate`; its version is
             part of the fingerprint.
+        profile: a model profile (``"qwen3-reranker"``, ``"bge-reranker-v2-gemma"``,
+            ``"chat-instruct"``, ``"brief-graded"`` or a :class:`~llmrerank.prompts.Profile`):
+            judgement with that model family's prompt, labels and scoring rule (replaces
+            ``template``). Literal profiles (chat markup in the prompt) use completions;
+            ``chat="model"`` profiles use chat completions (system and user turns).
         server: ``"auto"`` detects vLLM, llama-cpp-python and llama.cpp's own server at first use
             (to validate labels and pick the best request form); ``"generic"`` skips detection.
         ql_source: query likelihood from ``"echo"`` (``echo=True`` + ``logprobs``) or vLLM's
@@ -236,8 +241,9 @@ class OpenAILLMScorer:
         model: str,
         *,
         method: Method = "query_likelihood",
-        api: Api = "completions",
+        api: Api | None = None,
         template: JudgementTemplate | QueryLikelihoodTemplate | None = None,
+        profile: str | Profile | None = None,
         server: ServerKind = "auto",
         ql_source: QLSource = "auto",
         top_logprobs: int = 20,
@@ -263,6 +269,23 @@ class OpenAILLMScorer:
             raise ConfigError("base_url is empty; give at least one server URL")
         if not isinstance(model, str) or not model.strip():
             raise ConfigError("model must be the served model's name, as listed by /v1/models")
+        if profile is not None:
+            if template is not None:
+                raise ConfigError("give either profile= or template=, not both")
+            template, method = get_profile(profile), "judgement"
+            wanted: Api = "chat" if template.chat == "model" else "completions"
+            if api is not None and api != wanted:
+                raise ConfigError(
+                    f"profile {template.name!r} needs api={wanted!r}: "
+                    + (
+                        "its prompt goes through the model's chat template"
+                        if wanted == "chat"
+                        else "its prompt holds its own chat markup, sent as one completion prompt"
+                    )
+                )
+            api = wanted
+        if api is None:
+            api = "completions"
         if method not in ("judgement", "query_likelihood"):
             raise ConfigError(f"method must be 'judgement' or 'query_likelihood', got {method!r}")
         if api not in ("completions", "chat"):
@@ -353,6 +376,11 @@ class OpenAILLMScorer:
         whose label probability mass was too low."""
 
     # ------------------------------------------------------------------ identity
+
+    @property
+    def takes_instruction(self) -> bool:
+        """Whether the prompt takes a task instruction (a profile such as Qwen3-Reranker's)."""
+        return isinstance(self.template, Profile) and self.template.takes_instruction
 
     @property
     def fingerprint(self) -> str:
@@ -508,9 +536,15 @@ class OpenAILLMScorer:
         restrict = bool(info.variant_token_ids) and info.kind == "vllm"
         ids = info.variant_token_ids
         if self.api == "chat":
+            messages = [{"role": "user", "content": prompt}]
+            if isinstance(template, Profile):
+                messages = [{"role": "user", "content": template.user_turn(query, text)}]
+                system = template.system_turn()
+                if system is not None:
+                    messages.insert(0, {"role": "system", "content": system})
             payload: dict[str, Any] = {
                 "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
+                "messages": messages,
                 "max_tokens": 1,
                 "temperature": 0.0,
                 "logprobs": True,
@@ -546,7 +580,7 @@ class OpenAILLMScorer:
         for label in template.labels:
             p = probs.get(_norm_label(label), 0.0)
             label_lp[label] = math.log(p) if p > 0 else None
-        score, mass = expected_relevance(label_lp, template.labels, min_mass=self.min_label_mass)
+        score, mass = template.score(label_lp, min_mass=self.min_label_mass)
         if score is None:
             self.stats["low_label_mass"] += 1
             self._throttle.warning(
