@@ -427,6 +427,14 @@ def _check_limits(
             f"deadline {req.deadline} s is beyond this server's max_deadline ({s.max_deadline} s)",
         )
     funnel = state.pick(req.preset)
+    if req.instruction is not None and not (
+        funnel.llm is not None and getattr(funnel.llm, "takes_instruction", False)
+    ):
+        raise ApiError(
+            422,
+            "invalid_request",
+            "this server's LLM scorer takes no instruction (its profile has no instruction slot)",
+        )
     if req.k is not None and req.k > funnel.k_max * 10:
         raise ApiError(
             422, "invalid_request", f"k={req.k} is too large; at most {funnel.k_max * 10}"
@@ -483,7 +491,11 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         request_id = str(uuid.uuid4())
         async with state.admission.slot() as waited:
             ranking = await funnel.arerank(
-                req.query, cands, k=req.k, deadline=_left(deadline, waited)
+                req.query,
+                cands,
+                k=req.k,
+                deadline=_left(deadline, waited),
+                instruction=req.instruction,
             )
         state.metrics.observe_ranking(ranking)
         body = ranking_body(
@@ -516,7 +528,9 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 extra=extra,
             )
 
-        return await _stream(state, funnel, req.query, cands, req.k, deadline, body)
+        return await _stream(
+            state, funnel, req.query, cands, req.k, deadline, body, instruction=req.instruction
+        )
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> Response:
@@ -625,7 +639,11 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         funnel, deadline, cands, retrieval = demo_input(req)
         async with state.admission.slot() as waited:
             ranking = await funnel.arerank(
-                req.query, cands, k=req.k, deadline=_left(deadline, waited)
+                req.query,
+                cands,
+                k=req.k,
+                deadline=_left(deadline, waited),
+                instruction=req.instruction,
             )
         state.metrics.observe_ranking(ranking)
         extra = {"queue_wait": waited, "retrieval": retrieval, "kind": "final"}
@@ -642,7 +660,9 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 c, req.query, update.ranking, req.top_n, {**extra, "retrieval": retrieval}
             )
 
-        return await _stream(state, funnel, req.query, cands, req.k, deadline, body)
+        return await _stream(
+            state, funnel, req.query, cands, req.k, deadline, body, instruction=req.instruction
+        )
 
 
 async def _stream(
@@ -653,6 +673,8 @@ async def _stream(
     k: int | None,
     deadline: float | None,
     body: Callable[[RankingUpdate, dict[str, Any]], dict[str, Any]],
+    *,
+    instruction: str | None = None,
 ) -> Response:
     """Admit, compute the ``fast`` update before answering (so bad input is a 4xx, not an
     event), then stream the rest. The slot is held until the stream ends or the client leaves."""
@@ -660,7 +682,9 @@ async def _stream(
     waited = await admission.acquire()
     updates: AsyncIterator[RankingUpdate] | None = None
     try:
-        updates = funnel.astream(query, cands, k=k, deadline=_left(deadline, waited))
+        updates = funnel.astream(
+            query, cands, k=k, deadline=_left(deadline, waited), instruction=instruction
+        )
         first = await anext(updates)
     except BaseException:
         if updates is not None:

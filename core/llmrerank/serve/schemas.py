@@ -25,6 +25,12 @@ class _Knobs(BaseModel):
     preset: str | None = Field(None, description="realtime, enterprise or research")
     deadline: float | None = Field(None, gt=0, description="Seconds for this request")
     k: int | None = Field(None, ge=0, description="How many candidates the LLM scores")
+    instruction: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="Task instruction for LLM profiles that take one (e.g. Qwen3-Reranker)",
+    )
 
 
 class RerankRequest(_Knobs):
