@@ -365,9 +365,7 @@ class HttpTransport:
         def before_sleep(rs: Any) -> None:
             self.stats["retries"] += 1
             exc = rs.outcome.exception() if rs.outcome is not None else None
-            logger.debug(
-                "%s: retrying after %s (attempt %d)", self.name, exc, rs.attempt_number
-            )
+            logger.debug("%s: retrying after %s (attempt %d)", self.name, exc, rs.attempt_number)
 
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(

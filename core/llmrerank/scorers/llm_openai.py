@@ -67,6 +67,7 @@ Api = Literal["completions", "chat"]
 ServerKind = Literal["auto", "vllm", "llama-cpp-python", "llama.cpp", "generic"]
 QLSource = Literal["auto", "echo", "prompt_logprobs"]
 
+
 class _Throttled:
     """Log a recurring condition once, then at most once per ``interval`` with a count."""
 
