@@ -203,7 +203,7 @@ def test_a_label_that_is_not_one_token_names_the_label_and_its_tokens() -> None:
     except Exception as exc:  # pragma: no cover - the embedded model is a dependency
         pytest.skip(f"embedded SmolLM2 missing: {exc}")
     bad = Profile(name="bad", labels={" irrelevantly": 0.0, " yes": 1.0}, positive=" yes")
-    with pytest.raises(ConfigError, match="' irrelevantly' is [2-9] tokens") as info:
+    with pytest.raises(ConfigError, match=r"' irrelevantly' is [2-9] tokens") as info:
         LocalLLMScorer(profile=bad).load()
     assert "irrel" in str(info.value)  # the pieces it became
 
