@@ -322,15 +322,17 @@ BRIEF_GRADED = Profile(
     name="brief-graded",
     version="1",
     user="Query: {query}\nText: {text}\n",
-    suffix="relevance (1-10):",
-    labels={f" {g}": float(g) for g in range(1, 10)},
-    positive=" 9",
+    suffix="relevance (1-10): ",
+    labels={str(g): float(g) for g in range(1, 10)},
+    positive="9",
     rule="expected",
     source="the project brief's minimal prompt",
 )
 """The brief's minimal graded prompt: query, text, ``relevance (1-10):``; score = the expected
-grade. Grades are read from the first answer token, so the labels are " 1" .. " 9": a "10"
-starts with the token "1" in digit-splitting vocabularies (Qwen, SmolLM2, Llama 2)."""
+grade. Grades are read from the first answer token, so the labels are the digits 1 .. 9 (a "10"
+starts with the token "1" in digit-splitting vocabularies: Qwen, SmolLM2, Llama 2), and the
+prompt ends with the space before the grade, so a digit is one token in those vocabularies too.
+"""
 
 PROFILES: dict[str, Profile] = {
     p.name: p for p in (QWEN3_RERANKER, BGE_RERANKER_V2_GEMMA, CHAT_INSTRUCT, BRIEF_GRADED)

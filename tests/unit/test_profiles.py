@@ -47,7 +47,7 @@ BGE_GEMMA_GOLDEN = (
 BRIEF_GOLDEN = (
     "Query: what is the boiling point of water\n"
     "Text: Water boils at 100 degrees Celsius at sea level.\n"
-    "relevance (1-10):"
+    "relevance (1-10): "
 )
 
 
@@ -79,7 +79,7 @@ def test_labels_and_rules() -> None:
     assert PROFILES["qwen3-reranker"].rule == "p_yes"
     assert dict(PROFILES["bge-reranker-v2-gemma"].labels) == {"Yes": 1.0, "No": 0.0}
     assert PROFILES["bge-reranker-v2-gemma"].rule == "label_logprob"
-    assert list(PROFILES["brief-graded"].labels) == [f" {g}" for g in range(1, 10)]
+    assert list(PROFILES["brief-graded"].labels) == [str(g) for g in range(1, 10)]
 
 
 def test_untrusted_text_cannot_close_the_chat_turn() -> None:
@@ -111,10 +111,10 @@ def test_label_logprob_is_the_positive_labels_logprob() -> None:
 
 def test_expected_grade_and_too_little_mass() -> None:
     p = PROFILES["brief-graded"]
-    lps: dict[str, float | None] = {f" {g}": None for g in range(1, 10)}
-    lps[" 2"], lps[" 8"] = math.log(0.25), math.log(0.25)
+    lps: dict[str, float | None] = {str(g): None for g in range(1, 10)}
+    lps["2"], lps["8"] = math.log(0.25), math.log(0.25)
     assert p.score(lps, min_mass=0.05)[0] == pytest.approx(5.0)
-    assert p.score({" 2": math.log(0.01)}, min_mass=0.05)[0] is None
+    assert p.score({"2": math.log(0.01)}, min_mass=0.05)[0] is None
 
 
 # ---------------------------------------------------------------------- identity, instruction
@@ -149,7 +149,7 @@ def test_instruction_scope_overrides_for_the_block_only() -> None:
         assert "<Instruct>: Find the law that applies\n" in p.render("q", "t")
         assert p.fingerprint != before
         # a profile without an instruction slot is unaffected
-        assert PROFILES["brief-graded"].render("q", "t") == "Query: q\nText: t\nrelevance (1-10):"
+        assert PROFILES["brief-graded"].render("q", "t") == "Query: q\nText: t\nrelevance (1-10): "
     assert current_instruction() is None and p.fingerprint == before
 
 

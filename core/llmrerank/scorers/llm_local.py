@@ -661,7 +661,10 @@ class LocalLLMScorer:
                 + template.suffix
             )
         head, tail = rendered.rsplit(_SENTINEL, 1)
-        cut = head.rfind("\n") + 1  # the shared prefix ends at the last line break before the text
+        # the shared prefix ends at the last line break before the text; inside a run of line
+        # breaks ("\n\n") it ends before the last one, where the tokenizer splits the run too
+        newline = head.rfind("\n")
+        cut = newline if newline > 0 and head[newline - 1] in "\r\n" else newline + 1
         prefix_text, before = head[:cut], head[cut:]
         prefix = lm.lead + self._encode(lm, prefix_text)
         clean = sanitize_text if template.sanitize else str
