@@ -196,6 +196,10 @@ class Profile(JudgementTemplate):
     chat: Literal["literal", "model"] = "literal"
     rule: ScoringRule = "p_yes"
     positive: str = "yes"
+    label_variants: bool = False
+    """Add up the probabilities of a label's other spellings (" yes", "Yes", ...) where the
+    backend can read them (the OpenAI-compatible scorer). Off for rerankers, whose model cards
+    name exact label tokens; on for generic instruct models."""
     source: str = ""
     """Where the prompt comes from (the model card), for the docs."""
 
@@ -313,6 +317,7 @@ CHAT_INSTRUCT = Profile(
     labels={"yes": 1.0, "no": 0.0},
     positive="yes",
     rule="p_yes",
+    label_variants=True,
     source="llmrerank (generic instruct models: Llama 3, Mistral, Qwen2.5 instruct)",
 )
 """Generic instruct models judged through their own chat template; the label variants ("Yes",

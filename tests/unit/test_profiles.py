@@ -293,3 +293,16 @@ def test_an_instruction_for_a_scorer_without_one_is_an_input_error() -> None:
         funnel.rerank(QUERY, [TEXT], instruction="Retrieve recipes")
     with pytest.raises(InputError, match="non-empty"):
         Funnel(llm=_openai(fake, profile="qwen3-reranker"), instruction="  ")
+
+
+async def test_reranker_profiles_read_exact_labels_generic_ones_add_spellings() -> None:
+    fake = _FakeServer({"yes": math.log(0.3), " yes": math.log(0.3), "no": math.log(0.1)})
+    s = _openai(fake, profile="qwen3-reranker")
+    [score] = await s.ascore(QUERY, [TEXT], deadline=Deadline.after(5))
+    assert score == pytest.approx(0.75)  # " yes" is not Qwen3-Reranker's label token
+    await s.aclose()
+    fake = _FakeServer({"Yes": math.log(0.3), "yes": math.log(0.3), "no": math.log(0.2)})
+    s = _openai(fake, profile="chat-instruct")
+    [score] = await s.ascore(QUERY, [TEXT], deadline=Deadline.after(5))
+    assert score == pytest.approx(0.6 / 0.8)
+    await s.aclose()

@@ -453,6 +453,14 @@ class OpenAILLMScorer:
         return self._expected(top, template)
 
     def _expected(self, top: Mapping[str, float], template: JudgementTemplate) -> float | None:
+        if isinstance(template, Profile) and not template.label_variants:
+            # a reranker's profile names its exact label tokens: read those and nothing else
+            exact: dict[str, float | None] = {}
+            for label in template.labels:
+                form = label.strip() if self.api == "chat" else label
+                lp = top.get(form)
+                exact[label] = lp if lp is not None and math.isfinite(lp) else None
+            return self._scored(template, exact)
         # Variants of a label (" yes", "yes", " Yes") add up: chat replies start without a space.
         probs: dict[str, float] = {}
         for token, lp in top.items():
@@ -464,6 +472,11 @@ class OpenAILLMScorer:
         for label in template.labels:
             p = probs.get(_norm_label(label), 0.0)
             label_lp[label] = math.log(p) if p > 0 else None
+        return self._scored(template, label_lp)
+
+    def _scored(
+        self, template: JudgementTemplate, label_lp: Mapping[str, float | None]
+    ) -> float | None:
         score, mass = template.score(label_lp, min_mass=self.min_label_mass)
         if score is None:
             self.stats["low_label_mass"] += 1
@@ -556,8 +569,13 @@ class OpenAILLMScorer:
                 )
             else:
                 info.label_token_ids = await self._validate_labels(tokenize, deadline)
+                exact = isinstance(self.template, Profile) and not self.template.label_variants
                 if info.label_token_ids and info.kind == "vllm":
-                    info.variant_token_ids = await self._variant_ids(tokenize, deadline)
+                    info.variant_token_ids = (
+                        sorted(set(info.label_token_ids.values()))
+                        if exact
+                        else await self._variant_ids(tokenize, deadline)
+                    )
         else:
             if info.kind == "llama.cpp" and self.ql_source != "prompt_logprobs":
                 raise ConfigError(
