@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from conftest import ServeFactory
 from llmrerank import Funnel
 from llmrerank.scorers.rerank_api import RerankAPIScorer
 
@@ -20,7 +20,7 @@ DOCS = ["solar panel efficiency improves with cooling", "a history of sailing sh
 
 
 @pytest.mark.integration
-def test_request_instruction_reaches_the_prompt(serve: ServeFactory) -> None:
+def test_request_instruction_reaches_the_prompt(serve: Any) -> None:
     with RerankContractServer("score") as scores:
         llm = RerankAPIScorer(
             "vllm-score", model="q", base_url=scores.url, profile="qwen3-reranker"
@@ -47,7 +47,7 @@ def test_request_instruction_reaches_the_prompt(serve: ServeFactory) -> None:
 
 
 @pytest.mark.integration
-def test_an_instruction_the_scorer_cannot_take_is_a_422(serve: ServeFactory) -> None:
+def test_an_instruction_the_scorer_cannot_take_is_a_422(serve: Any) -> None:
     server = serve(Funnel(llm=None))
     r = httpx.post(
         f"{server.url}/v1/rerank", json={"query": QUERY, "documents": DOCS, "instruction": "x"}
