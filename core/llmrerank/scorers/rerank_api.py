@@ -42,7 +42,7 @@ from pydantic import SecretStr
 from .._optional import require
 from ..budget import Deadline
 from ..errors import BackendError, BackendTimeout, ConfigError, InputError, MalformedOutput
-from ..prompts import Profile, get_profile, sanitize_text
+from ..prompts import Profile, _short_hash, current_instruction, get_profile, sanitize_text
 from ._http import HttpTransport, redact_url
 from .base import Scores
 
@@ -130,6 +130,10 @@ class RerankAPIScorer:
             server's ``Retry-After`` says otherwise.
         profile: a literal model profile (``"qwen3-reranker"``, ...): query and documents are
             sent wrapped in that model's prompt; part of the fingerprint.
+        server_instruction: vLLM only, for a server started with a score template
+            (``--chat-template .../qwen3_reranker.jinja``) that formats the pair itself: send the
+            funnel's or request's instruction as the request's ``instruction`` field instead of
+            a profile (give one or the other).
         breaker_threshold / breaker_reset: each endpoint's circuit breaker settings.
         headers: extra request headers (never logged).
         client: an ``httpx.AsyncClient`` to use instead of the scorer's own.
@@ -151,6 +155,7 @@ class RerankAPIScorer:
         max_tokens_per_doc: int | None = None,
         backoff: float = 0.25,
         profile: str | Profile | None = None,
+        server_instruction: bool = False,
         breaker_threshold: int = 3,
         breaker_reset: float = 10.0,
         headers: Mapping[str, str] | None = None,
@@ -183,6 +188,14 @@ class RerankAPIScorer:
                 f"profile {self.profile.name!r} needs the model's chat template; a scoring "
                 "endpoint takes literal prompts only (e.g. profile='qwen3-reranker')"
             )
+        if server_instruction and (profile is not None or spec.format == "tei"):
+            raise ConfigError(
+                "server_instruction=True is for a vLLM server that formats the pair with its own "
+                "score template: give it without profile=, to provider 'vllm' or 'vllm-score'"
+            )
+        if server_instruction and spec.name not in ("vllm", "vllm-score"):
+            raise ConfigError("server_instruction=True needs provider 'vllm' or 'vllm-score'")
+        self.server_instruction = server_instruction
         if api_key is None:
             env = os.environ.get(spec.api_key_env)
             api_key = SecretStr(env) if env else None
@@ -234,12 +247,17 @@ class RerankAPIScorer:
     def fingerprint(self) -> str:
         trunc = f",max_tokens={self.max_tokens_per_doc}" if self.max_tokens_per_doc else ""
         prof = f":{self.profile.fingerprint}" if self.profile is not None else ""
+        if self.server_instruction:
+            instruction = current_instruction()
+            prof += f":server-instr:{_short_hash(instruction)}" if instruction else ":server-instr"
         return f"rerank-api:{self.provider.name}:{self.model}({self.url}{trunc}){prof}"
 
     @property
     def takes_instruction(self) -> bool:
         """Whether the profile takes a task instruction (Qwen3-Reranker's does)."""
-        return self.profile is not None and self.profile.takes_instruction
+        return self.server_instruction or (
+            self.profile is not None and self.profile.takes_instruction
+        )
 
     def __repr__(self) -> str:
         return f"RerankAPIScorer({self.fingerprint!r})"
@@ -274,6 +292,8 @@ class RerankAPIScorer:
         else:
             body = {"model": self.model, "query": query, "documents": docs, "top_n": len(docs)}
         body.update(self.provider.extra)
+        if self.server_instruction and (instruction := current_instruction()) is not None:
+            body["instruction"] = instruction
         if self.max_tokens_per_doc is not None and self.provider.truncation_field:
             body[self.provider.truncation_field] = self.max_tokens_per_doc
         return body

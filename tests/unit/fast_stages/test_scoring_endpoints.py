@@ -146,3 +146,27 @@ async def test_replicas_share_the_load_and_skip_a_dead_one() -> None:
         await scorer.aclose()
     assert scores == pytest.approx(EXPECTED)
     assert a.requests and b.requests
+
+
+async def test_server_instruction_goes_in_the_request_field(
+    score_server: RerankContractServer,
+) -> None:
+    scorer = RerankAPIScorer(
+        "vllm-score", model="q", base_url=score_server.url, server_instruction=True
+    )
+    assert scorer.takes_instruction
+    funnel = Funnel(llm=scorer, k=2)
+    await funnel.arerank(QUERY, TEXTS[:2], deadline=5)
+    await funnel.arerank(QUERY, TEXTS[:2], deadline=5, instruction="Find engineering facts")
+    first, second = (r["body"] for r in score_server.requests)
+    assert "instruction" not in first and first["text_1"] == QUERY
+    assert second["instruction"] == "Find engineering facts" and second["text_1"] == QUERY
+    await scorer.aclose()
+    with pytest.raises(ConfigError, match="without profile="):
+        RerankAPIScorer(
+            "vllm-score",
+            model="q",
+            base_url="http://h.test",
+            server_instruction=True,
+            profile="qwen3-reranker",
+        )
