@@ -132,7 +132,7 @@ async def test_pooling_runner_scores_match_the_generate_runner(
     scorer = RerankAPIScorer(
         provider,
         model=NAME,
-        base_url=pooling_server.url,
+        base_url=pooling_server.root,
         api_key=SECRET,
         profile="qwen3-reranker",
         timeout=60,
@@ -148,7 +148,7 @@ async def test_scoring_endpoint_in_the_llm_slot(
     scorer = RerankAPIScorer(
         "vllm-score",
         model=NAME,
-        base_url=pooling_server.url,
+        base_url=pooling_server.root,
         api_key=SECRET,
         profile="qwen3-reranker",
         timeout=60,
