@@ -21,6 +21,7 @@ from .breaker import CircuitBreaker
 from .budget import Deadline, LatencyEstimate, choose_k
 from .cache import ScoreCache
 from .errors import BackendError, CircuitOpen, InputError
+from .prompts import instruction_scope
 from .scorers.base import Scorer, scorer_batch_size, scorer_concurrency
 from .scorers.retriever_fusion import RetrieverFusionScorer
 from .scoring import Fusion, final_order
@@ -36,6 +37,8 @@ logger = logging.getLogger("llmrerank")
 CandidateLike = Candidate | str | Mapping[str, Any]
 
 DEFAULT_MAX_TEXT_CHARS = 8_000
+MAX_INSTRUCTION_CHARS = 2_000
+"""The longest task instruction a funnel or request may give."""
 """Texts longer than this are cut (for scoring only; the candidate comes back whole)."""
 
 _ASSEMBLY_MARGIN = 0.005
@@ -164,6 +167,9 @@ class Funnel:
             ``False`` when their order carries no meaning: the fast stage then ignores input
             positions (retrieval scores still count). Per request: ``rerank(...,
             input_ranked=...)``.
+        instruction: the task instruction for LLM scorers whose profile takes one (Qwen3-Reranker
+            style, see :mod:`llmrerank.prompts`); each request may give its own. ``None`` keeps
+            the profile's default. A scorer that takes no instruction is an :class:`InputError`.
     """
 
     def __init__(
@@ -182,6 +188,7 @@ class Funnel:
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         name: str = "custom",
         input_ranked: bool = True,
+        instruction: str | None = None,
     ) -> None:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
             raise InputError(f"k must be a non-negative int or None (budget-aware), got {k!r}")
@@ -207,6 +214,7 @@ class Funnel:
         self.max_text_chars = max_text_chars
         self.name = name
         self.latency = LatencyEstimate()
+        self.instruction = self._check_instruction(instruction)
 
     @classmethod
     def from_preset(
@@ -242,13 +250,21 @@ class Funnel:
         k: int | None = None,
         deadline: float | None = None,
         input_ranked: bool | None = None,
+        instruction: str | None = None,
     ) -> Ranking:
         """Rank ``candidates`` for ``query``; returns within ``deadline`` seconds (plus a few ms).
 
-        ``input_ranked`` overrides the funnel's setting for this request (see :class:`Funnel`).
+        ``input_ranked`` overrides the funnel's setting for this request (see :class:`Funnel`);
+        ``instruction`` replaces the funnel's task instruction for this request.
         """
         return await self._run(
-            query, candidates, k=k, deadline=deadline, emit=None, input_ranked=input_ranked
+            query,
+            candidates,
+            k=k,
+            deadline=deadline,
+            emit=None,
+            input_ranked=input_ranked,
+            instruction=instruction,
         )
 
     def rerank(
@@ -259,10 +275,18 @@ class Funnel:
         k: int | None = None,
         deadline: float | None = None,
         input_ranked: bool | None = None,
+        instruction: str | None = None,
     ) -> Ranking:
         """Synchronous :meth:`arerank`; safe in Jupyter and from inside a running event loop."""
         return run_sync(
-            self.arerank(query, candidates, k=k, deadline=deadline, input_ranked=input_ranked)
+            self.arerank(
+                query,
+                candidates,
+                k=k,
+                deadline=deadline,
+                input_ranked=input_ranked,
+                instruction=instruction,
+            )
         )
 
     async def astream(
@@ -273,6 +297,7 @@ class Funnel:
         k: int | None = None,
         deadline: float | None = None,
         input_ranked: bool | None = None,
+        instruction: str | None = None,
     ) -> AsyncIterator[RankingUpdate]:
         """Yield the ``fast`` ranking at once, ``partial`` rankings as LLM scores land, then
         ``final``. Closing the iterator early cancels the pending work."""
@@ -285,6 +310,7 @@ class Funnel:
                 deadline=deadline,
                 emit=queue.put_nowait,
                 input_ranked=input_ranked,
+                instruction=instruction,
             )
         )
 
@@ -324,7 +350,40 @@ class Funnel:
 
     # ------------------------------------------------------------------ the engine
 
+    def _check_instruction(self, instruction: str | None) -> str | None:
+        if instruction is None:
+            return None
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise InputError("instruction must be a non-empty string (or None for the default)")
+        if len(instruction) > MAX_INSTRUCTION_CHARS:
+            raise InputError(
+                f"instruction is {len(instruction)} characters; at most {MAX_INSTRUCTION_CHARS}"
+            )
+        if self.llm is not None and not getattr(self.llm, "takes_instruction", False):
+            raise InputError(
+                f"the LLM scorer {self.llm.fingerprint} takes no instruction; select a profile "
+                "that does (e.g. profile='qwen3-reranker')"
+            )
+        return instruction
+
     async def _run(
+        self,
+        query: str,
+        candidates: Sequence[CandidateLike],
+        *,
+        k: int | None,
+        deadline: float | None,
+        emit: Callable[[RankingUpdate], None] | None,
+        input_ranked: bool | None = None,
+        instruction: str | None = None,
+    ) -> Ranking:
+        chosen = self._check_instruction(instruction) if instruction is not None else None
+        with instruction_scope(chosen if chosen is not None else self.instruction):
+            return await self._run_scoped(
+                query, candidates, k=k, deadline=deadline, emit=emit, input_ranked=input_ranked
+            )
+
+    async def _run_scoped(
         self,
         query: str,
         candidates: Sequence[CandidateLike],

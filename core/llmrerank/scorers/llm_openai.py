@@ -30,37 +30,30 @@ Failures map onto the error tree: connection refused, a dropped connection or a 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import itertools
 import logging
 import math
 import os
-import random
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from .._optional import require
-from ..breaker import CircuitBreaker
 from ..budget import Deadline
 from ..errors import (
     BackendError,
     BackendTimeout,
-    BackendUnavailable,
-    CircuitOpen,
     ConfigError,
     MalformedOutput,
-    RateLimited,
 )
-from ..prompts import JudgementTemplate, Method, QueryLikelihoodTemplate
-from ..scoring import expected_relevance, mean_logprob
+from ..prompts import JudgementTemplate, Method, Profile, QueryLikelihoodTemplate, get_profile
+from ..scoring import mean_logprob
+from ._http import HttpTransport
 from .base import Scores
 
 if TYPE_CHECKING:
@@ -73,9 +66,6 @@ logger = logging.getLogger("llmrerank")
 Api = Literal["completions", "chat"]
 ServerKind = Literal["auto", "vllm", "llama-cpp-python", "llama.cpp", "generic"]
 QLSource = Literal["auto", "echo", "prompt_logprobs"]
-
-_MIN_ATTEMPT_SECONDS = 0.02
-"""A retry is not started with less time than this left before the deadline."""
 
 
 class _Throttled:
@@ -103,36 +93,6 @@ class _Throttled:
 
 
 @dataclass
-class _Endpoint:
-    """One base URL: its health (circuit breaker) and its load (requests outstanding)."""
-
-    root: str
-    """Server root without ``/v1`` (tokenize endpoints live here) and without credentials."""
-    breaker: CircuitBreaker
-    auth: tuple[str, str] | None = field(default=None, repr=False)
-    """``user:password`` from the URL, sent as a header so the URL never carries (or logs) it."""
-    outstanding: int = 0
-    requests: int = 0
-
-    @property
-    def api(self) -> str:
-        return self.root + "/v1"
-
-    @property
-    def display(self) -> str:
-        return self.root
-
-
-@dataclass
-class _LoopState:
-    """What must not cross event loops: the HTTP client and the semaphore."""
-
-    client: httpx.AsyncClient
-    semaphore: asyncio.Semaphore
-    setup_lock: asyncio.Lock
-
-
-@dataclass
 class _ServerInfo:
     """What the first use learnt about the server (the same for every replica)."""
 
@@ -145,25 +105,6 @@ class _ServerInfo:
     notes: list[str] = field(default_factory=list)
 
 
-def _redact_url(url: str) -> str:
-    """The URL without user:password, for messages."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
-
-
-def _url_auth(url: str) -> tuple[str, str] | None:
-    """Basic-auth credentials written into a URL (``http://user:pw@host``), if any."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return None
-    return unquote(parts.username or ""), unquote(parts.password or "")
-
-
 def _root_of(base_url: str) -> str:
     url = base_url.strip().rstrip("/")
     parts = urlsplit(url)
@@ -174,21 +115,6 @@ def _root_of(base_url: str) -> str:
     if url.endswith("/v1"):
         url = url[: -len("/v1")]
     return url
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _norm_label(token: str) -> str:
@@ -207,6 +133,11 @@ class OpenAILLMScorer:
             (judgement only: chat has no prompt log-probabilities).
         template: a :class:`JudgementTemplate` / :class:`QueryLikelihoodTemplate`; its version is
             part of the fingerprint.
+        profile: a model profile (``"qwen3-reranker"``, ``"bge-reranker-v2-gemma"``,
+            ``"chat-instruct"``, ``"brief-graded"`` or a :class:`~llmrerank.prompts.Profile`):
+            judgement with that model family's prompt, labels and scoring rule (replaces
+            ``template``). Literal profiles (chat markup in the prompt) use completions;
+            ``chat="model"`` profiles use chat completions (system and user turns).
         server: ``"auto"`` detects vLLM, llama-cpp-python and llama.cpp's own server at first use
             (to validate labels and pick the best request form); ``"generic"`` skips detection.
         ql_source: query likelihood from ``"echo"`` (``echo=True`` + ``logprobs``) or vLLM's
@@ -236,8 +167,9 @@ class OpenAILLMScorer:
         model: str,
         *,
         method: Method = "query_likelihood",
-        api: Api = "completions",
+        api: Api | None = None,
         template: JudgementTemplate | QueryLikelihoodTemplate | None = None,
+        profile: str | Profile | None = None,
         server: ServerKind = "auto",
         ql_source: QLSource = "auto",
         top_logprobs: int = 20,
@@ -254,15 +186,30 @@ class OpenAILLMScorer:
         breaker_reset: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._httpx = require("httpx", extra="openai", feature="the OpenAI-compatible LLM scorer")
-        self._tenacity = require(
-            "tenacity", extra="openai", feature="retries of the OpenAI-compatible LLM scorer"
-        )
+        require("httpx", extra="openai", feature="the OpenAI-compatible LLM scorer")
+        require("tenacity", extra="openai", feature="retries of the OpenAI-compatible LLM scorer")
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
             raise ConfigError("base_url is empty; give at least one server URL")
         if not isinstance(model, str) or not model.strip():
             raise ConfigError("model must be the served model's name, as listed by /v1/models")
+        if profile is not None:
+            if template is not None:
+                raise ConfigError("give either profile= or template=, not both")
+            template, method = get_profile(profile), "judgement"
+            wanted: Api = "chat" if template.chat == "model" else "completions"
+            if api is not None and api != wanted:
+                raise ConfigError(
+                    f"profile {template.name!r} needs api={wanted!r}: "
+                    + (
+                        "its prompt goes through the model's chat template"
+                        if wanted == "chat"
+                        else "its prompt holds its own chat markup, sent as one completion prompt"
+                    )
+                )
+            api = wanted
+        if api is None:
+            api = "completions"
         if method not in ("judgement", "query_likelihood"):
             raise ConfigError(f"method must be 'judgement' or 'query_likelihood', got {method!r}")
         if api not in ("completions", "chat"):
@@ -312,7 +259,6 @@ class OpenAILLMScorer:
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_text_chars = max_text_chars
-        self._transport = transport
         self.api_key_env = api_key_env
         if api_key is None:
             env = os.environ.get(api_key_env) if api_key_env else None
@@ -324,35 +270,37 @@ class OpenAILLMScorer:
         roots = [_root_of(u) for u in urls]
         if len(set(roots)) != len(roots):
             raise ConfigError(f"base_url lists the same server twice: {roots}")
-        self._endpoints = [
-            _Endpoint(
-                root=_redact_url(r),
-                breaker=CircuitBreaker(
-                    breaker_threshold, breaker_reset, name=f"{_redact_url(r)} ({model})"
-                ),
-                auth=_url_auth(r),
-            )
-            for r in roots
-        ]
-        self._rotation = itertools.count()
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
+        self._http = HttpTransport(
+            roots,
+            name=f"openai:{model}",
+            extra="openai",
+            feature="the OpenAI-compatible LLM scorer",
+            api_key=self._api_key,
+            api_key_env=api_key_env,
+            max_concurrency=max_concurrency,
+            request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            breaker_threshold=breaker_threshold,
+            breaker_reset=breaker_reset,
+            transport=transport,
         )
-        self._loops_lock = threading.Lock()
         self._info: _ServerInfo | None = None
         self._config_error: ConfigError | None = None
         self._query_tokens: OrderedDict[str, int] = OrderedDict()
         self._throttle = _Throttled()
-        self.stats: dict[str, int] = {
-            "requests": 0,
-            "retries": 0,
-            "failures": 0,
-            "low_label_mass": 0,
-        }
+        self.stats: dict[str, int] = self._http.stats  # requests, retries, failures
+        self.stats["low_label_mass"] = 0
         """Counters since construction: HTTP requests sent, retries, failed requests, candidates
         whose label probability mass was too low."""
 
     # ------------------------------------------------------------------ identity
+
+    @property
+    def takes_instruction(self) -> bool:
+        """Whether the prompt takes a task instruction (a profile such as Qwen3-Reranker's)."""
+        return isinstance(self.template, Profile) and self.template.takes_instruction
 
     @property
     def fingerprint(self) -> str:
@@ -362,7 +310,7 @@ class OpenAILLMScorer:
         return f"openai:{self.model}:{method}:{self.template.fingerprint}"
 
     def __repr__(self) -> str:
-        urls = [e.display for e in self._endpoints]
+        urls = [e.display for e in self._http.endpoints]
         key = "set" if self._api_key is not None else "none"
         return (
             f"OpenAILLMScorer(base_url={urls!r}, model={self.model!r}, method={self.method!r}, "
@@ -383,53 +331,17 @@ class OpenAILLMScorer:
     @property
     def in_flight(self) -> int:
         """HTTP requests outstanding now, over all endpoints."""
-        return sum(e.outstanding for e in self._endpoints)
+        return self._http.in_flight
 
     def endpoint_stats(self) -> list[dict[str, Any]]:
         """Per endpoint: URL (credentials removed), requests sent, outstanding, breaker state."""
-        return [
-            {
-                "url": e.display,
-                "requests": e.requests,
-                "outstanding": e.outstanding,
-                "breaker": e.breaker.state,
-            }
-            for e in self._endpoints
-        ]
+        return self._http.endpoint_stats()
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        with self._loops_lock:
-            state = self._loops.get(loop)
-            if state is None or state.client.is_closed:
-                httpx = self._httpx
-                headers = {"Content-Type": "application/json"}
-                if self._api_key is not None:
-                    headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
-                limits = httpx.Limits(
-                    max_connections=self.max_concurrency + 4,
-                    max_keepalive_connections=self.max_concurrency + 4,
-                )
-                client = httpx.AsyncClient(
-                    headers=headers,
-                    limits=limits,
-                    timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout),
-                    transport=self._transport,
-                    trust_env=False,
-                )
-                state = _LoopState(client, asyncio.Semaphore(self.max_concurrency), asyncio.Lock())
-                self._loops[loop] = state
-            return state
-
     async def aclose(self) -> None:
         """Close this event loop's HTTP client (its pooled connections)."""
-        loop = asyncio.get_running_loop()
-        with self._loops_lock:
-            state = self._loops.pop(loop, None)
-        if state is not None:
-            await state.client.aclose()
+        await self._http.aclose()
 
     async def __aenter__(self) -> OpenAILLMScorer:
         return self
@@ -508,9 +420,15 @@ class OpenAILLMScorer:
         restrict = bool(info.variant_token_ids) and info.kind == "vllm"
         ids = info.variant_token_ids
         if self.api == "chat":
+            messages = [{"role": "user", "content": prompt}]
+            if isinstance(template, Profile):
+                messages = [{"role": "user", "content": template.user_turn(query, text)}]
+                system = template.system_turn()
+                if system is not None:
+                    messages.insert(0, {"role": "system", "content": system})
             payload: dict[str, Any] = {
                 "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
+                "messages": messages,
                 "max_tokens": 1,
                 "temperature": 0.0,
                 "logprobs": True,
@@ -535,6 +453,14 @@ class OpenAILLMScorer:
         return self._expected(top, template)
 
     def _expected(self, top: Mapping[str, float], template: JudgementTemplate) -> float | None:
+        if isinstance(template, Profile) and not template.label_variants:
+            # a reranker's profile names its exact label tokens: read those and nothing else
+            exact: dict[str, float | None] = {}
+            for label in template.labels:
+                form = label.strip() if self.api == "chat" else label
+                lp = top.get(form)
+                exact[label] = lp if lp is not None and math.isfinite(lp) else None
+            return self._scored(template, exact)
         # Variants of a label (" yes", "yes", " Yes") add up: chat replies start without a space.
         probs: dict[str, float] = {}
         for token, lp in top.items():
@@ -546,7 +472,12 @@ class OpenAILLMScorer:
         for label in template.labels:
             p = probs.get(_norm_label(label), 0.0)
             label_lp[label] = math.log(p) if p > 0 else None
-        score, mass = expected_relevance(label_lp, template.labels, min_mass=self.min_label_mass)
+        return self._scored(template, label_lp)
+
+    def _scored(
+        self, template: JudgementTemplate, label_lp: Mapping[str, float | None]
+    ) -> float | None:
+        score, mass = template.score(label_lp, min_mass=self.min_label_mass)
         if score is None:
             self.stats["low_label_mass"] += 1
             self._throttle.warning(
@@ -596,7 +527,7 @@ class OpenAILLMScorer:
             return
         if self._config_error is not None:
             raise self._config_error
-        state = self._state()
+        state = self._http.state()
         async with state.setup_lock:
             if self._info is not None:
                 return
@@ -638,8 +569,13 @@ class OpenAILLMScorer:
                 )
             else:
                 info.label_token_ids = await self._validate_labels(tokenize, deadline)
+                exact = isinstance(self.template, Profile) and not self.template.label_variants
                 if info.label_token_ids and info.kind == "vllm":
-                    info.variant_token_ids = await self._variant_ids(tokenize, deadline)
+                    info.variant_token_ids = (
+                        sorted(set(info.label_token_ids.values()))
+                        if exact
+                        else await self._variant_ids(tokenize, deadline)
+                    )
         else:
             if info.kind == "llama.cpp" and self.ql_source != "prompt_logprobs":
                 raise ConfigError(
@@ -773,185 +709,12 @@ class OpenAILLMScorer:
     async def _probe(
         self, verb: str, path: str, body: dict[str, Any] | None, deadline: Deadline
     ) -> Any:
-        """A detection request to the first endpoint that answers: the JSON, or None on 4xx.
-        Raises :class:`BackendUnavailable` / :class:`BackendTimeout` when no endpoint answers."""
-        httpx = self._httpx
-        client = self._state().client
-        last: BackendError | None = None
-        for ep in self._endpoints:
-            timeout = deadline.timeout(cap=self.request_timeout)
-            if timeout is not None and timeout <= 0:
-                raise BackendTimeout("deadline passed while detecting the server")
-            try:
-                resp = await asyncio.wait_for(
-                    client.request(
-                        verb,
-                        ep.root + path,
-                        json=body,
-                        auth=ep.auth or httpx.USE_CLIENT_DEFAULT,
-                        timeout=self._timeout(timeout),
-                    ),
-                    timeout,
-                )
-            except (asyncio.TimeoutError, httpx.TimeoutException):
-                last = BackendTimeout(f"{ep.display}: no answer before the deadline")
-                continue
-            except httpx.TransportError as exc:
-                last = BackendUnavailable(f"{ep.display}: {_describe(exc)}")
-                continue
-            if resp.status_code >= 500:
-                last = BackendUnavailable(f"{ep.display}: HTTP {resp.status_code}")
-                continue
-            if resp.status_code >= 400:
-                return None
-            try:
-                return resp.json()
-            except ValueError:
-                return None
-        assert last is not None
-        raise last
-
-    # ------------------------------------------------------------------ transport
-
-    def _timeout(self, seconds: float | None) -> httpx.Timeout:
-        total = self.request_timeout if seconds is None else seconds
-        timeout: httpx.Timeout = self._httpx.Timeout(
-            total, connect=min(total, self.connect_timeout)
-        )
-        return timeout
-
-    def _pick(self, tried: set[int]) -> tuple[int, _Endpoint]:
-        """The healthy endpoint with the fewest requests outstanding (untried ones first)."""
-        n = len(self._endpoints)
-        start = next(self._rotation) % n
-        order = sorted(
-            range(n),
-            key=lambda i: (i in tried, self._endpoints[i].outstanding, (i - start) % n),
-        )
-        for i in order:
-            if self._endpoints[i].breaker.allow():
-                return i, self._endpoints[i]
-        raise CircuitOpen(f"{self.fingerprint}: every endpoint's circuit is open")
+        """A detection request (server root + ``path``): the JSON, or None on 4xx."""
+        return await self._http.probe(verb, path, body, deadline)
 
     async def _post(self, path: str, payload: dict[str, Any], deadline: Deadline) -> Any:
         """POST to ``/v1{path}`` with retries; returns the decoded JSON."""
-        tenacity = self._tenacity
-        tried: set[int] = set()
-
-        def stop(rs: Any) -> bool:
-            left = deadline.remaining()
-            return bool(left < rs.upcoming_sleep + _MIN_ATTEMPT_SECONDS)
-
-        def wait(rs: Any) -> float:
-            exc = rs.outcome.exception() if rs.outcome is not None else None
-            delay = self.backoff * (2 ** (rs.attempt_number - 1)) * random.uniform(0.5, 1.0)
-            if isinstance(exc, RateLimited) and exc.retry_after is not None:
-                delay = max(delay, exc.retry_after)
-            return float(delay)
-
-        def before_sleep(rs: Any) -> None:
-            self.stats["retries"] += 1
-            exc = rs.outcome.exception() if rs.outcome is not None else None
-            logger.debug("retrying after %s (attempt %d)", type(exc).__name__, rs.attempt_number)
-
-        retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception(
-                lambda e: isinstance(e, BackendError) and e.retryable
-            ),
-            stop=tenacity.stop_after_attempt(self.max_retries + 1) | stop,
-            wait=wait,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        failures: list[BackendError] = []
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    try:
-                        return await self._attempt(path, payload, deadline, tried)
-                    except CircuitOpen:
-                        raise
-                    except BackendError as exc:
-                        failures.append(exc)
-                        raise
-        except CircuitOpen:
-            # the breaker opened on this request's own failures: report what failed
-            if failures:
-                raise failures[-1] from None
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _attempt(
-        self, path: str, payload: dict[str, Any], deadline: Deadline, tried: set[int]
-    ) -> Any:
-        httpx = self._httpx
-        state = self._state()
-        await state.semaphore.acquire()
-        try:
-            timeout = deadline.timeout(cap=self.request_timeout)
-            if timeout is not None and timeout <= 0:
-                raise BackendTimeout(f"{self.fingerprint}: deadline passed before the request")
-            # from here on the breaker may have reserved its half-open trial for this request:
-            # every path below reports back to it
-            index, ep = self._pick(tried)
-            tried.add(index)
-            ep.outstanding += 1
-            ep.requests += 1
-            self.stats["requests"] += 1
-            try:
-                resp = await state.client.post(
-                    ep.api + path,
-                    json=payload,
-                    auth=ep.auth or httpx.USE_CLIENT_DEFAULT,
-                    timeout=self._timeout(timeout),
-                )
-                data = self._decode(ep, resp)
-            except httpx.TimeoutException:
-                ep.breaker.record_failure()
-                self.stats["failures"] += 1
-                raise BackendTimeout(f"{ep.display}: no answer before the deadline") from None
-            except httpx.TransportError as exc:
-                ep.breaker.record_failure()
-                self.stats["failures"] += 1
-                raise BackendUnavailable(f"{ep.display}: {_describe(exc)}") from None
-            except BackendError:
-                ep.breaker.record_failure()
-                self.stats["failures"] += 1
-                raise
-            except asyncio.CancelledError:
-                # cancelled by the caller (the funnel's deadline): the half-open trial, if this
-                # was one, must not stay reserved
-                if ep.breaker.state == "half_open":
-                    ep.breaker.record_failure()
-                raise
-            finally:
-                ep.outstanding -= 1
-            ep.breaker.record_success()
-            return data
-        finally:
-            state.semaphore.release()
-
-    def _decode(self, ep: _Endpoint, resp: httpx.Response) -> Any:
-        status = resp.status_code
-        if status == 429:
-            after = _retry_after(resp.headers.get("Retry-After"))
-            hint = f"; retry after {after:g} s" if after is not None else ""
-            raise RateLimited(f"{ep.display}: rate limited (HTTP 429){hint}", retry_after=after)
-        if status >= 500:
-            raise BackendUnavailable(f"{ep.display}: HTTP {status} {_error_text(resp)}".rstrip())
-        if status in (401, 403):
-            raise BackendError(
-                f"{ep.display}: HTTP {status}: not authorised; check the API key "
-                f"(read from ${self.api_key_env} unless given)"
-            )
-        if status >= 400:
-            raise BackendError(
-                f"{ep.display}: HTTP {status}: the server refused the request: {_error_text(resp)}"
-            )
-        try:
-            return resp.json()
-        except ValueError:
-            raise MalformedOutput(f"{ep.display}: the response is not valid JSON") from None
+        return await self._http.post("/v1" + path, payload, deadline)
 
 
 # ---------------------------------------------------------------------- response parsing
@@ -963,29 +726,6 @@ def _cut(text: str, max_chars: int) -> str:
     cut = text[:max_chars]
     space = cut.rfind(" ", max(0, max_chars - 100))
     return cut[:space] if space > 0 else cut
-
-
-def _describe(exc: Exception) -> str:
-    name = type(exc).__name__
-    if name == "ConnectError":
-        return "connection refused or unreachable"
-    if name in ("RemoteProtocolError", "ReadError"):
-        return "the server closed the connection mid-request"
-    return f"{name}"
-
-
-def _error_text(resp: httpx.Response) -> str:
-    """A short, single-line excerpt of an error body."""
-    try:
-        body = resp.json()
-        if isinstance(body, dict):
-            err = body.get("error", body.get("detail", body.get("message", body)))
-            if isinstance(err, dict):
-                err = err.get("message", err)
-            return " ".join(str(err).split())[:200]
-    except ValueError:
-        pass
-    return " ".join(resp.text.split())[:200]
 
 
 def _choice(data: Any) -> dict[str, Any]:

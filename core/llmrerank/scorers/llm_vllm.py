@@ -49,8 +49,15 @@ from typing import Any
 from .._optional import require
 from ..budget import Deadline
 from ..errors import BackendUnavailable, ConfigError, MalformedOutput
-from ..prompts import JudgementTemplate, Method, QueryLikelihoodTemplate, sanitize_text
-from ..scoring import expected_relevance, mean_logprob
+from ..prompts import (
+    JudgementTemplate,
+    Method,
+    Profile,
+    QueryLikelihoodTemplate,
+    get_profile,
+    sanitize_text,
+)
+from ..scoring import mean_logprob
 from .base import Scores
 
 __all__ = ["VLLMScorer"]
@@ -75,6 +82,10 @@ class VLLMScorer:
         method: ``"query_likelihood"`` (default; the method that works with small models) or
             ``"judgement"``.
         template: the prompt template for ``method`` (default: the method's default template).
+        profile: a model profile (``"qwen3-reranker"``, ``"bge-reranker-v2-gemma"``,
+            ``"chat-instruct"``, ``"brief-graded"`` or a :class:`~llmrerank.prompts.Profile`):
+            judgement with that model family's prompt, labels and scoring rule (replaces
+            ``template``; ``chat="model"`` profiles go through the model's chat template).
         dtype: passed to vLLM (``"auto"``, ``"bfloat16"``, ``"float16"``, ``"float32"``).
         quantization: passed to vLLM (e.g. ``"awq"``, ``"gptq"``, ``"fp8"``); ``None`` for none.
         max_model_len: the engine's context length; prompts are truncated to fit.
@@ -98,6 +109,7 @@ class VLLMScorer:
         *,
         method: Method = "query_likelihood",
         template: JudgementTemplate | QueryLikelihoodTemplate | None = None,
+        profile: str | Profile | None = None,
         dtype: str = "auto",
         quantization: str | None = None,
         max_model_len: int = 2048,
@@ -110,6 +122,10 @@ class VLLMScorer:
         max_concurrency: int = 64,
         engine_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        if profile is not None:
+            if template is not None:
+                raise ConfigError("give either profile= or template=, not both")
+            template, method = get_profile(profile), "judgement"
         if method not in _METHODS:
             raise ConfigError(f"method must be one of {_METHODS}, got {method!r}")
         if template is None:
@@ -163,6 +179,11 @@ class VLLMScorer:
         self._max_logprobs = 20
 
     # ------------------------------------------------------------------ identity and lifecycle
+
+    @property
+    def takes_instruction(self) -> bool:
+        """Whether the prompt takes a task instruction (a profile such as Qwen3-Reranker's)."""
+        return isinstance(self.template, Profile) and self.template.takes_instruction
 
     @property
     def fingerprint(self) -> str:
@@ -358,7 +379,18 @@ class VLLMScorer:
     def _judgement_prompt(self, query: str, text: str) -> list[int]:
         assert isinstance(self.template, JudgementTemplate)
         q = self._tokenizer.decode(self._encode(query)[: self.max_query_tokens])
-        head, tail = self._around(self.template.render(q, _TEXT_SLOT))
+        template = self.template
+        if isinstance(template, Profile) and template.chat == "model":
+            messages = [{"role": "user", "content": template.user_turn(q, _TEXT_SLOT)}]
+            system = template.system_turn()
+            if system is not None:
+                messages.insert(0, {"role": "system", "content": system})
+            rendered = self._tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            head, tail = self._around(rendered + template.suffix)
+        else:
+            head, tail = self._around(template.render(q, _TEXT_SLOT))
         before, ids = self._text_ids(head, text)
         return self._fit(before, ids, self._encode(tail))
 
@@ -500,8 +532,8 @@ class VLLMScorer:
         for label, tid in zip(self.template.labels, self._label_ids, strict=True):  # type: ignore[union-attr]
             lp = position.get(tid)
             by_label[label] = None if lp is None else float(lp.logprob)
-        labels = dict(zip(self.template.labels, self._label_values, strict=True))  # type: ignore[union-attr]
-        return expected_relevance(by_label, labels, min_mass=self.min_label_mass)
+        assert isinstance(self.template, JudgementTemplate)
+        return self.template.score(by_label, min_mass=self.min_label_mass)
 
     def _read_likelihood(self, out: Any, ids: list[int], n_target: int) -> float | None:
         if out is None or not out.prompt_logprobs or n_target < 1:

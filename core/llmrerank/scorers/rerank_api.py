@@ -1,61 +1,66 @@
-"""A first stage (or stand-alone reranker) behind a hosted or self-hosted ``/rerank`` endpoint.
+"""A fast stage or an LLM stage behind a hosted or self-hosted rerank or scoring endpoint.
 
-One wire format covers the common providers: a JSON ``POST`` of ``{"model", "query",
-"documents": [str, ...], "top_n"}`` answered by ``{"results": [{"index", "relevance_score"},
-...]}`` (extra response fields are ignored). That is Cohere's v2 rerank API, Jina's v1 rerank API,
-Together's Cohere-compatible rerank, and vLLM's ``/rerank``, ``/v1/rerank`` (Jina-style) and
-``/v2/rerank`` (Cohere-style) routes. The providers differ in the path, the environment variable
-holding the key, and the name of the per-document truncation option; :data:`PROVIDERS` holds
-those differences.
+Three wire formats cover the common servers and providers:
 
-Timeouts derive from the deadline (capped by ``timeout``). Retries happen only for retryable
-failures (5xx, 408, 429, connection errors, a per-request timeout that left deadline time) and
-only while the deadline leaves time for the wait: a 429's ``Retry-After``, else exponential
-backoff with jitter. The API key is a
-pydantic ``SecretStr``; it is sent in the ``Authorization`` header and never logged.
+- ``"rerank"``: a JSON ``POST`` of ``{"model", "query", "documents": [str, ...], "top_n"}``
+  answered by ``{"results": [{"index", "relevance_score"}, ...]}`` (extra fields ignored). That is
+  Cohere's v2 rerank API, Jina's v1 rerank API, Together's Cohere-compatible rerank, Infinity's
+  ``/rerank`` and vLLM's ``/rerank``, ``/v1/rerank`` (Jina-style) and ``/v2/rerank`` routes;
+- ``"score"``: vLLM's ``/v1/score`` (pooling runner): ``{"model", "text_1": query, "text_2":
+  [documents]}`` answered by ``{"data": [{"index", "score"}, ...]}``;
+- ``"tei"``: Hugging Face text-embeddings-inference ``/rerank``: ``{"query", "texts": [...]}``
+  answered by a list ``[{"index", "score"}, ...]``.
+
+The providers differ in the format, the path, the environment variable holding the key, and the
+name of the per-document truncation option; :data:`PROVIDERS` holds those differences.
+
+The scorer works in either funnel slot. In the ``llm`` slot it is the LLM stage: scoring
+endpoints serve reranker LLMs such as Qwen3-Reranker on vLLM's pooling runner (docs/backends.md).
+With a literal :class:`~llmrerank.prompts.Profile` (``profile="qwen3-reranker"``) the query and
+each document are sent already wrapped in that model's prompt: the query carries everything
+before the text (system turn, instruction, query), each document the text and the assistant
+prefix, which is how a pooling server concatenates the pair for such a model.
+
+HTTP goes through the shared transport (:mod:`llmrerank.scorers._http`): pooled connections, the
+deadline as each request's timeout, cancellation with the funnel, retries (tenacity) only for
+retryable failures and only while the deadline leaves time, a circuit breaker per endpoint, the
+API key as a pydantic ``SecretStr`` (never logged) and credentials removed from URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
-import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
 
 from .._optional import require
 from ..budget import Deadline
-from ..errors import (
-    BackendError,
-    BackendTimeout,
-    BackendUnavailable,
-    ConfigError,
-    InputError,
-    MalformedOutput,
-    RateLimited,
-)
+from ..errors import BackendError, BackendTimeout, ConfigError, InputError, MalformedOutput
+from ..prompts import Profile, _short_hash, current_instruction, get_profile, sanitize_text
+from ._http import HttpTransport, redact_url
 from .base import Scores
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["PROVIDERS", "RerankAPIScorer", "RerankProvider"]
+__all__ = ["PROVIDERS", "RerankAPIScorer", "RerankProvider", "WireFormat"]
 
 logger = logging.getLogger("llmrerank")
+
+WireFormat = Literal["rerank", "score", "tei"]
+
+_TEXT_SLOT = "\x00LLMRERANK_TEXT\x00"
 
 
 @dataclass(frozen=True, slots=True)
 class RerankProvider:
-    """How one provider spells the common ``/rerank`` format."""
+    """How one provider spells its scoring request."""
 
     name: str
     base_url: str | None
@@ -67,6 +72,7 @@ class RerankProvider:
     """The request field that caps tokens per document, if the provider has one."""
     extra: Mapping[str, Any]
     """Fixed request fields (e.g. Jina's ``return_documents: false`` to shrink responses)."""
+    format: WireFormat = "rerank"
 
 
 PROVIDERS: dict[str, RerankProvider] = {
@@ -85,43 +91,53 @@ PROVIDERS: dict[str, RerankProvider] = {
     "vllm": RerankProvider(
         "vllm", None, "/v1/rerank", "VLLM_API_KEY", False, "truncate_prompt_tokens", {},
     ),
+    "vllm-score": RerankProvider(
+        "vllm-score", None, "/v1/score", "VLLM_API_KEY", False, "truncate_prompt_tokens", {},
+        "score",
+    ),
+    "tei": RerankProvider(
+        "tei", None, "/rerank", "TEI_API_KEY", False, None,
+        {"raw_scores": False, "return_text": False, "truncate": True}, "tei",
+    ),
+    "infinity": RerankProvider(
+        "infinity", None, "/rerank", "INFINITY_API_KEY", False, None,
+        {"return_documents": False},
+    ),
 }  # fmt: skip
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 class RerankAPIScorer:
-    """Scores texts with a ``/rerank`` endpoint (Cohere, Jina, Together, vLLM).
+    """Scores texts with a rerank or scoring endpoint (see the module docstring).
 
     Args:
-        provider: ``"cohere"``, ``"jina"``, ``"together"`` or ``"vllm"`` (see :data:`PROVIDERS`).
-        model: the rerank model name (e.g. ``"rerank-v3.5"``, ``"jina-reranker-v2-base-multilingual"``,
-            or the model a vLLM server serves).
-        base_url: overrides the provider's URL (required for ``vllm``); ``path`` the route.
+        provider: ``"cohere"``, ``"jina"``, ``"together"``, ``"vllm"`` (``/v1/rerank``),
+            ``"vllm-score"`` (``/v1/score``), ``"tei"`` or ``"infinity"`` (see
+            :data:`PROVIDERS`).
+        model: the model name (e.g. ``"rerank-v3.5"``, or the model a server serves).
+        base_url: overrides the provider's URL (required for self-hosted servers); several URLs
+            are replicas (each request goes to the healthy one with the fewest in flight).
+            ``path`` overrides the route.
         api_key: the key; by default read from the provider's environment variable
-            (``COHERE_API_KEY``, ``JINA_API_KEY``, ``TOGETHER_API_KEY``, ``VLLM_API_KEY``).
+            (``COHERE_API_KEY``, ``JINA_API_KEY``, ``TOGETHER_API_KEY``, ``VLLM_API_KEY``,
+            ``TEI_API_KEY``, ``INFINITY_API_KEY``).
         timeout: the longest one HTTP request may take (the deadline may cut it shorter).
         max_retries: retries after the first attempt, for retryable failures only.
         max_documents: documents per request (Cohere recommends at most 1,000); larger calls are
-            split into concurrent requests of this size.
-        max_concurrency: requests in flight at once for one call.
+            split into concurrent requests of this size. Also the funnel's batch size.
+        max_concurrency: requests in flight at once.
         max_tokens_per_doc: the provider's per-document truncation, where it has one.
         backoff: the first retry's wait in seconds (doubled each retry, with jitter), unless the
             server's ``Retry-After`` says otherwise.
+        profile: a literal model profile (``"qwen3-reranker"``, ...): query and documents are
+            sent wrapped in that model's prompt; part of the fingerprint.
+        server_instruction: vLLM only, for a server started with a score template
+            (``--chat-template .../qwen3_reranker.jinja``) that formats the pair itself: send the
+            funnel's or request's instruction as the request's ``instruction`` field instead of
+            a profile (give one or the other).
+        breaker_threshold / breaker_reset: each endpoint's circuit breaker settings.
         headers: extra request headers (never logged).
         client: an ``httpx.AsyncClient`` to use instead of the scorer's own.
+        transport: an ``httpx.AsyncBaseTransport`` for the scorer's own clients (tests).
     """
 
     def __init__(
@@ -129,7 +145,7 @@ class RerankAPIScorer:
         provider: str = "cohere",
         *,
         model: str,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         path: str | None = None,
         api_key: SecretStr | str | None = None,
         timeout: float = 30.0,
@@ -138,8 +154,13 @@ class RerankAPIScorer:
         max_concurrency: int = 4,
         max_tokens_per_doc: int | None = None,
         backoff: float = 0.25,
+        profile: str | Profile | None = None,
+        server_instruction: bool = False,
+        breaker_threshold: int = 3,
+        breaker_reset: float = 10.0,
         headers: Mapping[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         require("httpx", extra="rerank-api", feature="RerankAPIScorer")
         if provider not in PROVIDERS:
@@ -149,8 +170,10 @@ class RerankAPIScorer:
         spec = PROVIDERS[provider]
         if not isinstance(model, str) or not model.strip():
             raise InputError("model must name the rerank model (a non-empty string)")
-        url = base_url or spec.base_url
-        if not url:
+        urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
+        if not urls and spec.base_url:
+            urls = [spec.base_url]
+        if not urls:
             raise ConfigError(f"provider {provider!r} needs base_url= (e.g. http://localhost:8000)")
         if timeout <= 0 or max_retries < 0 or max_documents < 1 or max_concurrency < 1:
             raise InputError(
@@ -159,6 +182,20 @@ class RerankAPIScorer:
             )
         if max_tokens_per_doc is not None and spec.truncation_field is None:
             raise ConfigError(f"provider {provider!r} has no per-document truncation option")
+        self.profile = get_profile(profile) if profile is not None else None
+        if self.profile is not None and self.profile.chat != "literal":
+            raise ConfigError(
+                f"profile {self.profile.name!r} needs the model's chat template; a scoring "
+                "endpoint takes literal prompts only (e.g. profile='qwen3-reranker')"
+            )
+        if server_instruction and (profile is not None or spec.format == "tei"):
+            raise ConfigError(
+                "server_instruction=True is for a vLLM server that formats the pair with its own "
+                "score template: give it without profile=, to provider 'vllm' or 'vllm-score'"
+            )
+        if server_instruction and spec.name not in ("vllm", "vllm-score"):
+            raise ConfigError("server_instruction=True needs provider 'vllm' or 'vllm-score'")
+        self.server_instruction = server_instruction
         if api_key is None:
             env = os.environ.get(spec.api_key_env)
             api_key = SecretStr(env) if env else None
@@ -171,17 +208,13 @@ class RerankAPIScorer:
             )
         self.provider = spec
         self.model = model
-        full = url.rstrip("/") + (path or spec.path)
-        parts = urlsplit(full)
-        # user:password in the URL goes as basic auth: the URL itself is logged and fingerprinted
-        self._url_auth: tuple[str, str] | None = None
-        if parts.username is not None or parts.password is not None:
-            self._url_auth = (unquote(parts.username or ""), unquote(parts.password or ""))
-            host = parts.hostname or ""
-            if parts.port:
-                host += f":{parts.port}"
-            full = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-        self.url = full
+        self.path = path or spec.path
+        roots = [u.strip().rstrip("/") for u in urls]
+        if len(set(roots)) != len(roots):
+            raise ConfigError(
+                f"base_url lists the same server twice: {[redact_url(r) for r in roots]}"
+            )
+        self.url = redact_url(roots[0]) + self.path
         self._api_key: SecretStr | None = api_key
         self.timeout = timeout
         self.max_retries = max_retries
@@ -190,153 +223,90 @@ class RerankAPIScorer:
         self.max_concurrency = max_concurrency
         self.max_tokens_per_doc = max_tokens_per_doc
         self.backoff = backoff
-        self._headers = dict(headers or {})
-        self._client = client
-        self._own_clients: dict[int, httpx.AsyncClient] = {}
+        self._http = HttpTransport(
+            roots,
+            name=f"rerank-api:{spec.name}:{model}",
+            extra="rerank-api",
+            feature="RerankAPIScorer",
+            api_key=api_key,
+            api_key_env=spec.api_key_env,
+            headers=headers,
+            max_concurrency=max_concurrency,
+            request_timeout=timeout,
+            connect_timeout=min(timeout, 5.0),
+            max_retries=max_retries,
+            backoff=backoff,
+            breaker_threshold=breaker_threshold,
+            breaker_reset=breaker_reset,
+            client=client,
+            transport=transport,
+        )
+        self.stats = self._http.stats
 
     @property
     def fingerprint(self) -> str:
         trunc = f",max_tokens={self.max_tokens_per_doc}" if self.max_tokens_per_doc else ""
-        return f"rerank-api:{self.provider.name}:{self.model}({self.url}{trunc})"
+        prof = f":{self.profile.fingerprint}" if self.profile is not None else ""
+        if self.server_instruction:
+            instruction = current_instruction()
+            prof += f":server-instr:{_short_hash(instruction)}" if instruction else ":server-instr"
+        return f"rerank-api:{self.provider.name}:{self.model}({self.url}{trunc}){prof}"
+
+    @property
+    def takes_instruction(self) -> bool:
+        """Whether the profile takes a task instruction (Qwen3-Reranker's does)."""
+        return self.server_instruction or (
+            self.profile is not None and self.profile.takes_instruction
+        )
 
     def __repr__(self) -> str:
         return f"RerankAPIScorer({self.fingerprint!r})"
 
-    # ------------------------------------------------------------------ HTTP
-
-    def _http(self) -> httpx.AsyncClient:
-        """The client for the running event loop (an httpx pool belongs to one loop)."""
-        if self._client is not None:
-            return self._client
-        import httpx
-
-        loop = id(asyncio.get_running_loop())
-        client = self._own_clients.get(loop)
-        if client is None or client.is_closed:
-            client = httpx.AsyncClient(limits=httpx.Limits(max_connections=self.max_concurrency))
-            self._own_clients = {loop: client}
-        return client
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per endpoint: URL (credentials removed), requests sent, outstanding, breaker state."""
+        return self._http.endpoint_stats()
 
     async def aclose(self) -> None:
         """Close the scorer's own HTTP client (not one passed in)."""
-        clients, self._own_clients = list(self._own_clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        await self._http.aclose()
 
-    def _request_headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        headers.update(self._headers)
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
-        return headers
+    # ------------------------------------------------------------------ wire format
+
+    def _wrap(self, query: str, documents: Sequence[str]) -> tuple[str, list[str]]:
+        """Query and documents in the profile's prompt (unchanged without a profile)."""
+        profile = self.profile
+        if profile is None:
+            return query, list(documents)
+        head, _, tail = profile.render(query, _TEXT_SLOT).partition(_TEXT_SLOT)
+        clean = sanitize_text if profile.sanitize else str
+        return head, [clean(d) + tail for d in documents]
 
     def _body(self, query: str, documents: Sequence[str]) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "query": query,
-            "documents": list(documents),
-            "top_n": len(documents),
-        }
+        query, docs = self._wrap(query, documents)
+        fmt = self.provider.format
+        body: dict[str, Any]
+        if fmt == "score":
+            body = {"model": self.model, "text_1": query, "text_2": docs}
+        elif fmt == "tei":
+            body = {"query": query, "texts": docs}
+        else:
+            body = {"model": self.model, "query": query, "documents": docs, "top_n": len(docs)}
         body.update(self.provider.extra)
+        if self.server_instruction and (instruction := current_instruction()) is not None:
+            body["instruction"] = instruction
         if self.max_tokens_per_doc is not None and self.provider.truncation_field:
             body[self.provider.truncation_field] = self.max_tokens_per_doc
         return body
 
-    async def _post_once(self, body: dict[str, Any], deadline: Deadline) -> Any:
-        import httpx
-
-        left = deadline.timeout(cap=self.timeout)
-        if left is not None and left <= 0:
-            raise BackendTimeout("the deadline passed before the rerank request could start")
-        try:
-            response = await self._http().post(
-                self.url,
-                auth=self._url_auth or httpx.USE_CLIENT_DEFAULT,
-                json=body,
-                headers=self._request_headers(),
-                timeout=httpx.Timeout(left if left is not None else self.timeout),
-            )
-        except httpx.TimeoutException as exc:
-            timeout_error = BackendTimeout(f"rerank request timed out ({type(exc).__name__})")
-            timeout_error.retryable = not deadline.expired  # only the per-request cap was hit
-            raise timeout_error from None
-        except httpx.TransportError as exc:
-            raise BackendUnavailable(f"rerank endpoint unreachable: {type(exc).__name__}") from None
-        status = response.status_code
-        if status == 429:
-            raise RateLimited(
-                "rerank endpoint answered 429 (rate limited)",
-                retry_after=_retry_after(response.headers.get("Retry-After")),
-            )
-        if status >= 500 or status == 408:
-            raise BackendUnavailable(f"rerank endpoint answered {status}")
-        if status in (401, 403):
-            raise BackendError(
-                f"rerank endpoint refused the credentials ({status}); check the API key "
-                f"({self.provider.api_key_env})"
-            )
-        if status >= 400:
-            raise BackendError(f"rerank endpoint answered {status}: {response.text[:200]}")
-        try:
-            return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise MalformedOutput("rerank endpoint answered with a body that is not JSON") from None
-
-    async def _post(self, body: dict[str, Any], deadline: Deadline) -> Any:
-        """One request with retries for retryable failures while the deadline allows."""
-        attempt = 0
-        while True:
-            try:
-                return await self._post_once(body, deadline)
-            except BackendError as exc:
-                if not exc.retryable or attempt >= self.max_retries:
-                    raise
-                hinted = getattr(exc, "retry_after", None)
-                wait = (
-                    hinted
-                    if hinted is not None
-                    else self.backoff * 2**attempt * random.uniform(0.5, 1.0)
-                )
-                if wait >= deadline.remaining():
-                    raise
-                attempt += 1
-                logger.info(
-                    "%s: %s; retry %d of %d in %.2fs",
-                    self.fingerprint,
-                    exc,
-                    attempt,
-                    self.max_retries,
-                    wait,
-                )
-                await asyncio.sleep(wait)
-
-    @staticmethod
-    def _parse(payload: Any, n: int) -> list[float | None]:
-        """One score per document; a document without a usable result stays ``None``."""
+    def _parse(self, payload: Any, n: int) -> list[float | None]:
+        fmt = self.provider.format
+        if fmt == "score":
+            items = payload.get("data") if isinstance(payload, dict) else None
+            return _read_scores(items, n, "score", "score response has no 'data' list")
+        if fmt == "tei":
+            return _read_scores(payload, n, "score", "TEI rerank response is not a list")
         results = payload.get("results") if isinstance(payload, dict) else None
-        if not isinstance(results, list):
-            raise MalformedOutput("rerank response has no 'results' list")
-        scores: list[float | None] = [None] * n
-        bad = 0
-        for item in results:
-            index = item.get("index") if isinstance(item, dict) else None
-            score = item.get("relevance_score") if isinstance(item, dict) else None
-            if (
-                isinstance(index, int)
-                and not isinstance(index, bool)
-                and 0 <= index < n
-                and isinstance(score, (int, float))
-                and not isinstance(score, bool)
-                and math.isfinite(score)
-            ):
-                scores[index] = float(score)
-            else:
-                bad += 1
-        if bad:
-            logger.warning("rerank response held %d unusable result(s); not scored", bad)
-        if results and all(s is None for s in scores):
-            raise MalformedOutput("rerank response held no usable result")
-        return scores
+        return _read_scores(results, n, "relevance_score", "rerank response has no 'results' list")
 
     # ------------------------------------------------------------------ protocol
 
@@ -348,11 +318,17 @@ class RerankAPIScorer:
         if not todo:
             return scores
         chunks = [todo[j : j + self.max_documents] for j in range(0, len(todo), self.max_documents)]
-        sem = asyncio.Semaphore(self.max_concurrency)
 
         async def one(chunk: list[int]) -> None:
-            async with sem:
-                payload = await self._post(self._body(query, [texts[i] for i in chunk]), deadline)
+            request = self._http.post(
+                self.path, self._body(query, [texts[i] for i in chunk]), deadline
+            )
+            try:  # waiting for a request slot and the retries count against the deadline too
+                payload = await asyncio.wait_for(request, deadline.timeout())
+            except asyncio.TimeoutError:
+                raise BackendTimeout(
+                    f"{self.fingerprint}: not scored before the deadline"
+                ) from None
             for i, s in zip(chunk, self._parse(payload, len(chunk)), strict=True):
                 scores[i] = s
                 if s is None:
@@ -378,3 +354,31 @@ class RerankAPIScorer:
                 failures[0],
             )
         return scores
+
+
+def _read_scores(items: Any, n: int, field: str, missing: str) -> list[float | None]:
+    """One score per document from ``[{"index", field}, ...]``; a document without a usable
+    result stays ``None``."""
+    if not isinstance(items, list):
+        raise MalformedOutput(missing)
+    scores: list[float | None] = [None] * n
+    bad = 0
+    for item in items:
+        index = item.get("index") if isinstance(item, dict) else None
+        score = item.get(field) if isinstance(item, dict) else None
+        if (
+            isinstance(index, int)
+            and not isinstance(index, bool)
+            and 0 <= index < n
+            and isinstance(score, (int, float))
+            and not isinstance(score, bool)
+            and math.isfinite(score)
+        ):
+            scores[index] = float(score)
+        else:
+            bad += 1
+    if bad:
+        logger.warning("scoring response held %d unusable result(s); not scored", bad)
+    if items and all(s is None for s in scores):
+        raise MalformedOutput("scoring response held no usable result")
+    return scores

@@ -427,6 +427,14 @@ def _check_limits(
             f"deadline {req.deadline} s is beyond this server's max_deadline ({s.max_deadline} s)",
         )
     funnel = state.pick(req.preset)
+    if req.instruction is not None and not (
+        funnel.llm is not None and getattr(funnel.llm, "takes_instruction", False)
+    ):
+        raise ApiError(
+            422,
+            "invalid_request",
+            "this server's LLM scorer takes no instruction (its profile has no instruction slot)",
+        )
     if req.k is not None and req.k > funnel.k_max * 10:
         raise ApiError(
             422, "invalid_request", f"k={req.k} is too large; at most {funnel.k_max * 10}"
@@ -488,6 +496,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 k=req.k,
                 deadline=_left(deadline, waited),
                 input_ranked=req.input_ranked,
+                instruction=req.instruction,
             )
         state.metrics.observe_ranking(ranking)
         body = ranking_body(
@@ -521,7 +530,15 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             )
 
         return await _stream(
-            state, funnel, req.query, cands, req.k, deadline, body, req.input_ranked
+            state,
+            funnel,
+            req.query,
+            cands,
+            req.k,
+            deadline,
+            body,
+            input_ranked=req.input_ranked,
+            instruction=req.instruction,
         )
 
     @app.get("/", response_class=HTMLResponse)
@@ -636,6 +653,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 k=req.k,
                 deadline=_left(deadline, waited),
                 input_ranked=req.input_ranked,
+                instruction=req.instruction,
             )
         state.metrics.observe_ranking(ranking)
         extra = {"queue_wait": waited, "retrieval": retrieval, "kind": "final"}
@@ -653,7 +671,15 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             )
 
         return await _stream(
-            state, funnel, req.query, cands, req.k, deadline, body, req.input_ranked
+            state,
+            funnel,
+            req.query,
+            cands,
+            req.k,
+            deadline,
+            body,
+            input_ranked=req.input_ranked,
+            instruction=req.instruction,
         )
 
 
@@ -665,7 +691,9 @@ async def _stream(
     k: int | None,
     deadline: float | None,
     body: Callable[[RankingUpdate, dict[str, Any]], dict[str, Any]],
+    *,
     input_ranked: bool | None = None,
+    instruction: str | None = None,
 ) -> Response:
     """Admit, compute the ``fast`` update before answering (so bad input is a 4xx, not an
     event), then stream the rest. The slot is held until the stream ends or the client leaves."""
@@ -674,7 +702,12 @@ async def _stream(
     updates: AsyncIterator[RankingUpdate] | None = None
     try:
         updates = funnel.astream(
-            query, cands, k=k, deadline=_left(deadline, waited), input_ranked=input_ranked
+            query,
+            cands,
+            k=k,
+            deadline=_left(deadline, waited),
+            input_ranked=input_ranked,
+            instruction=instruction,
         )
         first = await anext(updates)
     except BaseException:

