@@ -57,8 +57,9 @@ class LLMRerankCompressor(BaseDocumentCompressor):
     the compressor never loads a model.
 
     Returns copies of the best ``top_n`` documents, best first; each copy's metadata (deep-copied)
-    has ``relevance_score`` (the fused score that ordered them) and ``llmrerank``, a dict with
-    ``rank``, ``score``, ``stage`` (``llm``/``fast``/``input``), ``fast_score``, ``llm_score``,
+    has ``relevance_score`` (an estimated probability of relevance in [0, 1], never increasing
+    down the list) and ``llmrerank``, a dict with ``rank``, ``score`` (the raw fused score that
+    ordered them), ``relevance_score``, ``stage`` (``llm``/``fast``/``input``), ``fast_score``, ``llm_score``,
     ``cached``, ``degraded``, ``reasons`` and ``funnel``. The caller's documents are not changed.
 
     Example:
@@ -81,8 +82,8 @@ class LLMRerankCompressor(BaseDocumentCompressor):
     """How many documents to return, best first; ``None`` returns every document, reranked."""
 
     score_threshold: float | None = None
-    """Drop documents whose ``relevance_score`` is below this. The fused score is on a z-score
-    scale (0 is about average within the LLM window), not a probability; ``None`` keeps all."""
+    """Drop documents whose ``relevance_score`` is below this: a probability of relevance in
+    [0, 1] (calibrated, see ``llmrerank.calibration``); ``None`` keeps all."""
 
     preset: str = "enterprise"
     """The scenario preset the funnel is built from: ``realtime``, ``enterprise`` or ``research``
@@ -210,11 +211,11 @@ class LLMRerankCompressor(BaseDocumentCompressor):
         if top_n is _UNSET_TOP_N:
             top_n = self.top_n
         out = []
-        for result in select(ranking, top_n, self.score_threshold):
+        for result, relevance in select(ranking, top_n, self.score_threshold):
             doc = docs[int(result.id)]
             metadata = copy.deepcopy(doc.metadata)
-            metadata[RELEVANCE_SCORE_KEY] = result.score
-            metadata[PROVENANCE_KEY] = provenance(result, ranking)
+            metadata[RELEVANCE_SCORE_KEY] = relevance
+            metadata[PROVENANCE_KEY] = provenance(result, ranking, relevance)
             out.append(doc.model_copy(update={"metadata": metadata}))
         return out
 

@@ -1,8 +1,8 @@
 """LlamaIndex adapter for llmrerank: a node postprocessor.
 
 ``LLMRerankPostprocessor`` goes in any query engine's ``node_postprocessors``. It returns copies of
-the nodes with ``NodeWithScore.score`` set to the fused score, the retriever's score under
-``metadata["retrieval_score"]`` and the provenance under ``metadata["llmrerank"]``. Needs
+the nodes with ``NodeWithScore.score`` set to the relevance score in [0, 1] (calibrated), the
+retriever's score under ``metadata["retrieval_score"]`` and the provenance under ``metadata["llmrerank"]``. Needs
 ``pip install 'llmrerank[llamaindex]'``.
 """
 

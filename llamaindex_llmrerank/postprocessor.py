@@ -38,7 +38,9 @@ class LLMRerankPostprocessor(BaseNodePostprocessor):
     """Rerank nodes with the llmrerank funnel: a fast stage on every node, an LLM on the top
     ``k``, a hard deadline after which the fast-stage order fills in (flagged, never dropped).
 
-    Returns copies of the best ``top_n`` nodes, best first, with ``score`` set to the fused score.
+    Returns copies of the best ``top_n`` nodes, best first, with ``score`` set to the relevance
+    score (an estimated probability in [0, 1], see ``llmrerank.calibration``; the raw fused score
+    is ``metadata["llmrerank"]["score"]``).
     Each copy's metadata (deep-copied) keeps the retriever's score as ``retrieval_score`` and the
     provenance as ``llmrerank`` (``rank``, ``score``, ``stage``, ``fast_score``, ``llm_score``,
     ``cached``, ``degraded``, ``reasons``, ``funnel``); both keys are excluded from the text the
@@ -209,11 +211,11 @@ class LLMRerankPostprocessor(BaseNodePostprocessor):
             return []
         validate_top_n(self.top_n)
         out = []
-        for result in select(ranking, self.top_n):
+        for result, relevance in select(ranking, self.top_n):
             original = nodes[int(result.id)]
             metadata = copy.deepcopy(original.node.metadata)
             metadata[RETRIEVAL_SCORE_KEY] = original.score
-            metadata[PROVENANCE_KEY] = provenance(result, ranking)
+            metadata[PROVENANCE_KEY] = provenance(result, ranking, relevance)
             node = original.node.model_copy(
                 update={
                     "metadata": metadata,
@@ -225,7 +227,7 @@ class LLMRerankPostprocessor(BaseNodePostprocessor):
                     ),
                 }
             )
-            out.append(NodeWithScore(node=node, score=result.score))
+            out.append(NodeWithScore(node=node, score=relevance))
         return out
 
 

@@ -2,7 +2,8 @@
 
 - :class:`LazyFunnel`: the funnel an adapter runs, given directly or built on first use from a
   preset and optional stages (building may load a model, so it waits until the first request).
-- :func:`select`: the results an adapter returns (``top_n``, ``score_threshold``).
+- :func:`select`: the results an adapter returns (``top_n``, ``score_threshold``), each with its
+  relevance score in [0, 1] (:mod:`llmrerank.calibration`).
 - :func:`provenance`: the per-result record stored under :data:`PROVENANCE_KEY` in metadata.
 """
 
@@ -12,6 +13,7 @@ import math
 import threading
 from typing import Any, Literal
 
+from .calibration import relevance_scores
 from .errors import ConfigError
 from .funnel import Funnel
 from .presets import Preset, get_preset
@@ -116,25 +118,34 @@ def validate_top_n(top_n: int | None) -> int | None:
 
 def select(
     ranking: Ranking, top_n: int | None, score_threshold: float | None = None
-) -> list[ScoredCandidate]:
-    """The first ``top_n`` results whose fused score is at least ``score_threshold``."""
-    results = list(ranking.results)
+) -> list[tuple[ScoredCandidate, float]]:
+    """The first ``top_n`` results whose relevance score (the calibrated probability in [0, 1],
+    see :mod:`llmrerank.calibration`) is at least ``score_threshold``, each with that score."""
+    results = list(zip(ranking.results, relevance_scores(ranking), strict=True))
     if score_threshold is not None:
-        if not math.isfinite(score_threshold):
-            raise ConfigError(f"score_threshold must be finite, got {score_threshold!r}")
-        results = [r for r in results if r.score >= score_threshold]
+        if not math.isfinite(score_threshold) or not 0.0 <= score_threshold <= 1.0:
+            raise ConfigError(
+                f"score_threshold must be within [0, 1] (a relevance probability), got "
+                f"{score_threshold!r}"
+            )
+        results = [(r, p) for r, p in results if p >= score_threshold]
     return results if top_n is None else results[:top_n]
 
 
-def provenance(result: ScoredCandidate, ranking: Ranking) -> dict[str, Any]:
+def provenance(
+    result: ScoredCandidate, ranking: Ranking, relevance: float | None = None
+) -> dict[str, Any]:
     """One result's record: its rank, fused score, stage scores and the ranking's degradation.
 
     Keys: ``rank`` (0-based, in the full ranking), ``score`` (fused), ``stage`` (``llm``,
     ``fast`` or ``input``: what decided its place), ``fast_score``, ``llm_score`` (``None`` when
     the LLM did not score it), ``cached``, ``degraded`` and ``reasons`` (of the whole request),
-    ``funnel`` (the preset or funnel name).
+    ``funnel`` (the preset or funnel name), ``relevance_score`` (the calibrated [0, 1] score)
+    when given.
     """
     record = result.provenance()
+    if relevance is not None:
+        record["relevance_score"] = relevance
     record.update(
         degraded=ranking.degraded,
         reasons=list(ranking.reasons),

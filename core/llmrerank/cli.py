@@ -105,6 +105,29 @@ def _cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0 if all(result["targets"].values()) else 1
     from ._optional import require
 
+    if args.target == "calibrate":
+        cal = require("llmrerank.eval.calibrate", extra="bench", feature="llmrerank bench")
+        datasets = ([args.dataset] if getattr(args, "dataset", None) else []) + list(
+            args.calib_dataset or []
+        )
+        result = cal.run_calibration(
+            cal.CalibrateConfig(
+                datasets=tuple(Path(d) for d in datasets),
+                presets=tuple(p.strip() for p in args.presets.split(",") if p.strip()),
+                queries=getattr(args, "queries", None) or 60,
+                llm_queries=args.llm_queries,
+                n=getattr(args, "n", 50),
+                seed=getattr(args, "seed", 0),
+                llm=getattr(args, "llm", "local"),
+                cache=Path(args.cache),
+                out=Path(args.out),
+                params_out=Path(args.params_out) if args.params_out else None,
+                command=command,
+                smoke=args.smoke,
+            )
+        )
+        print((Path(args.out) / "calibration.md").read_text())
+        return 0 if result["meta"]["points"] else 1
     quality = require("llmrerank.eval.cli", extra="bench", feature="llmrerank bench")
     return int(quality.run(args, command))
 
@@ -138,13 +161,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="benchmarks: 'engine' (overhead, deadlines), quality, or 'fusion' (the fast "
-        "stage's fusion and the LLM weight, see llmrerank bench fusion --help)",
+        help="benchmarks: 'engine' (overhead, deadlines), quality, 'calibrate' (relevance "
+        "scores in [0, 1]), or 'fusion' (the fast stage's fusion and the LLM weight, see "
+        "llmrerank bench fusion --help)",
     )
-    b.add_argument("target", nargs="?", default="quality", choices=["engine", "quality"])
+    b.add_argument(
+        "target", nargs="?", default="quality", choices=["engine", "quality", "calibrate"]
+    )
     b.add_argument("--out", default="docs/benchmarks", help="directory for the result files")
     b.add_argument("--requests", type=int, default=300, help="engine: requests per measurement")
     b.add_argument("--deadline", type=float, default=0.5, help="engine: deadline in seconds")
+    b.add_argument(
+        "--calib-dataset",
+        action="append",
+        help="calibrate: another BEIR-layout folder to fit on (repeatable; with --dataset)",
+    )
+    b.add_argument(
+        "--llm-queries", type=int, default=12, help="calibrate: queries the LLM stage ranks"
+    )
+    b.add_argument(
+        "--presets", default=",".join(PRESETS), help="calibrate: comma-separated presets"
+    )
+    b.add_argument(
+        "--cache",
+        default=".cache/calibrate-llm.sqlite",
+        help="calibrate: SQLite cache of LLM scores (re-runs cost no model calls)",
+    )
+    b.add_argument(
+        "--params-out", help="calibrate: parameters file (default: the package's data file)"
+    )
+    b.add_argument("--smoke", action="store_true", help="calibrate: label the fit a smoke fit")
     try:
         from .eval.cli import add_quality_arguments
     except ImportError:

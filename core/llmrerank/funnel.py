@@ -689,6 +689,8 @@ class Funnel:
         timings = dict(state.timings)
         timings["total"] = _since(state.start)
         info = dict(state.info)
+        # which scale ``score`` is on: fused z-scores, or the fast scorer's own (no window)
+        info["score_scale"] = "fused" if window else "fast"
         if state.errors:
             info["errors"] = list(state.errors)
         return Ranking(

@@ -38,6 +38,7 @@ from langchain_llmrerank import LLMRerankCompressor, LLMRerankRetriever
 PROVENANCE_FIELDS = {
     "rank",
     "score",
+    "relevance_score",
     "stage",
     "fast_score",
     "llm_score",
@@ -100,7 +101,9 @@ def check_results(docs: list[Document], top_n: int, *, degraded: bool) -> None:
     for rank, doc in enumerate(docs):
         record = doc.metadata["llmrerank"]
         assert set(record) == PROVENANCE_FIELDS
-        assert record["score"] == doc.metadata["relevance_score"]
+        # relevance_score: the calibrated probability; record["score"]: the raw fused score
+        assert record["relevance_score"] == doc.metadata["relevance_score"]
+        assert 0.0 <= doc.metadata["relevance_score"] <= 1.0
         assert record["rank"] == rank
         assert record["degraded"] is degraded
         assert doc.page_content == CORPUS[doc.metadata["topic"]]
@@ -205,6 +208,13 @@ def test_score_threshold_and_top_n_none() -> None:
     assert 3 <= len(kept) < len(docs)
     assert all(d.metadata["relevance_score"] >= threshold for d in kept)
     assert [d.metadata["topic"] for d in kept] == [d.metadata["topic"] for d in every][: len(kept)]
+
+
+@pytest.mark.parametrize("threshold", [1.5, -0.1, float("nan")])
+def test_score_threshold_is_a_probability(threshold: float) -> None:
+    compressor = LLMRerankCompressor(llm=overlap_scorer(), score_threshold=threshold)
+    with pytest.raises(ConfigError, match=r"within \[0, 1\]"):
+        compressor.compress_documents(corpus_documents(), "python files")
 
 
 class Recorder(BaseCallbackHandler):

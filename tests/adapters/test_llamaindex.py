@@ -127,7 +127,9 @@ def check_nodes(nodes: list[NodeWithScore], top_n: int, *, degraded: bool) -> No
     assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
     for rank, n in enumerate(nodes):
         record = n.node.metadata["llmrerank"]
-        assert record["rank"] == rank and record["score"] == n.score
+        # the node score is the calibrated probability; record["score"] the raw fused score
+        assert record["rank"] == rank and record["relevance_score"] == n.score
+        assert n.score is not None and 0.0 <= n.score <= 1.0
         assert record["degraded"] is degraded
         assert isinstance(n.node.metadata["retrieval_score"], float)  # the similarity kept
         # our keys stay out of the text the LLM and the embedder see

@@ -32,6 +32,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from ..cache import MemoryScoreCache  # noqa: E402
+from ..calibration import relevance_scores  # noqa: E402
 from ..errors import ConfigError, InputError, LLMRerankError  # noqa: E402
 from ..funnel import Funnel  # noqa: E402
 from ..presets import PRESETS, get_preset  # noqa: E402
@@ -40,7 +41,17 @@ from ..types import Candidate, Ranking, RankingUpdate  # noqa: E402
 from .admission import Admission, Overloaded  # noqa: E402
 from .corpus import DemoCorpus  # noqa: E402
 from .metrics import CONTENT_TYPE_LATEST, ServerMetrics  # noqa: E402
-from .schemas import DemoSearchRequest, RerankRequest, _Knobs, dumps, ranking_body  # noqa: E402
+from .schemas import (  # noqa: E402
+    CohereV2RerankRequest,
+    DemoSearchRequest,
+    RerankRequest,
+    TEIRerankRequest,
+    _Knobs,
+    cohere_v2_body,
+    dumps,
+    ranking_body,
+    tei_body,
+)
 from .settings import ServeSettings  # noqa: E402
 
 __all__ = ["ServerState", "build_funnel", "create_app"]
@@ -60,6 +71,8 @@ _ENDPOINTS = frozenset(
         "/metrics",
         "/v1/rerank",
         "/v1/rerank/stream",
+        "/v2/rerank",
+        "/rerank",
         "/v1/demo/info",
         "/v1/demo/search",
         "/v1/demo/search/stream",
@@ -84,7 +97,8 @@ class _JSON(JSONResponse):
 
 def _error(status: int, kind: str, message: str, **extra: Any) -> _JSON:
     # "message" for Cohere-style clients, "detail" for FastAPI-style ones.
-    body = {"type": kind, "message": message, "detail": message, **extra}
+    # "error" for TEI-style clients.
+    body = {"type": kind, "message": message, "detail": message, "error": message, **extra}
     return _JSON(body, status_code=status)
 
 
@@ -510,6 +524,33 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         )
         return _JSON(body)
 
+    async def run_rerank(
+        req: _Knobs, query: str, texts: list[str]
+    ) -> tuple[Funnel, Ranking, dict[str, Any]]:
+        """The funnel behind every rerank format: limits, admission, deadline, metrics."""
+        funnel, deadline = _check_limits(state, req, query, texts)
+        cands = [Candidate(id=str(i), text=t, metadata={"index": i}) for i, t in enumerate(texts)]
+        async with state.admission.slot() as waited:
+            ranking = await funnel.arerank(query, cands, k=req.k, deadline=_left(deadline, waited))
+        state.metrics.observe_ranking(ranking)
+        return funnel, ranking, {"queue_wait": waited}
+
+    @app.post("/v2/rerank")
+    async def rerank_v2(req: CohereV2RerankRequest) -> Response:
+        """Cohere's v2 rerank API: ``results[{index, relevance_score}]``, ``id``, ``meta``."""
+        _, ranking, extra = await run_rerank(req, req.query, req.texts())
+        body = cohere_v2_body(ranking, top_n=req.top_n, request_id=str(uuid.uuid4()), extra=extra)
+        return _JSON(body)
+
+    @app.post("/rerank")
+    async def rerank_tei(req: TEIRerankRequest) -> Response:
+        """Hugging Face TEI's rerank API: a list of ``{index, score[, text]}``, best first."""
+        _, ranking, _extra = await run_rerank(req, req.query, list(req.texts))
+        body = tei_body(
+            ranking, list(req.texts), raw_scores=req.raw_scores, return_text=req.return_text
+        )
+        return _JSON(body)
+
     @app.post("/v1/rerank/stream")
     async def rerank_stream(req: RerankRequest) -> Response:
         """The same request; answers with Server-Sent Events ``fast``, ``partial``..., ``final``.
@@ -609,6 +650,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         extra: dict[str, Any],
     ) -> dict[str, Any]:
         shown = ranking.results[:top_n]
+        probs = relevance_scores(ranking)
         # Where each result stood in the fast ranking (the funnel's own fast-stage order), so
         # the page can show how far the LLM moved it.
         fast_order = sorted(
@@ -626,13 +668,13 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 "index": r.candidate.metadata["index"],
                 "title": r.candidate.metadata["title"],
                 "text": r.candidate.metadata["text"],
-                "relevance_score": r.score,
+                "relevance_score": p,
                 "fast_rank": fast_rank[r.candidate.id],
                 "stage": r.stage,
-                "scores": {"fast": r.fast_score, "llm": r.llm_score},
+                "scores": {"fused": r.score, "fast": r.fast_score, "llm": r.llm_score},
                 "cached": r.cached,
             }
-            for r in shown
+            for r, p in zip(shown, probs, strict=False)
         ]
         summary = c.summary(query, [r.candidate.metadata["text"] for r in shown[:5]])
         return {

@@ -43,7 +43,8 @@ def ranking_from_body(query: str, body: dict[str, Any]) -> Ranking:
                         metadata={"index": r["index"], "document": document},
                     ),
                     rank=rank,
-                    score=float(r["relevance_score"]),
+                    # the fused score (older servers sent it as relevance_score)
+                    score=float(scores.get("fused", r["relevance_score"])),
                     stage=r.get("stage", "fast"),
                     fast_score=scores.get("fast"),
                     llm_score=scores.get("llm"),

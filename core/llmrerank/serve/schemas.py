@@ -14,9 +14,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from ..calibration import relevance_scores
 from ..types import Ranking, ScoredCandidate
 
-__all__ = ["DemoSearchRequest", "RerankRequest", "dumps", "ranking_body"]
+__all__ = [
+    "CohereV2RerankRequest",
+    "DemoSearchRequest",
+    "RerankRequest",
+    "TEIRerankRequest",
+    "cohere_v2_body",
+    "dumps",
+    "ranking_body",
+    "tei_body",
+]
 
 
 class _Knobs(BaseModel):
@@ -81,6 +91,33 @@ class RerankRequest(_Knobs):
         return out
 
 
+class CohereV2RerankRequest(_Knobs):
+    """``POST /v2/rerank``: Cohere's v2 request (documents are strings)."""
+
+    model: str | None = Field(None, description="Accepted for compatibility; echoed back")
+    query: StrictStr
+    documents: list[StrictStr]
+    top_n: int | None = Field(None, ge=1, description="Return only the best top_n results")
+    max_tokens_per_doc: int | None = Field(None, description="Accepted for compatibility; unused")
+    priority: int | None = Field(None, description="Accepted for compatibility; unused")
+
+    def texts(self) -> list[str]:
+        return list(self.documents)
+
+
+class TEIRerankRequest(_Knobs):
+    """``POST /rerank``: Hugging Face text-embeddings-inference's request."""
+
+    query: StrictStr
+    texts: list[StrictStr]
+    raw_scores: bool = Field(
+        False, description="true: each score is llmrerank's raw fused score, not [0, 1]"
+    )
+    return_text: bool = False
+    truncate: bool | None = Field(None, description="Accepted for compatibility; unused")
+    truncation_direction: str | None = Field(None, description="Accepted; unused")
+
+
 class DemoSearchRequest(_Knobs):
     """``POST /v1/demo/search`` and ``/v1/demo/search/stream``: search the demo corpus."""
 
@@ -88,14 +125,18 @@ class DemoSearchRequest(_Knobs):
     top_n: int = Field(10, ge=1, le=100)
 
 
+def _index(r: ScoredCandidate) -> int:
+    return int(r.candidate.metadata.get("index", r.rank))
+
+
 def result_body(
-    r: ScoredCandidate, document: Any | None, *, return_documents: bool
+    r: ScoredCandidate, document: Any | None, *, return_documents: bool, relevance: float
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "index": int(r.candidate.metadata.get("index", r.rank)),
-        "relevance_score": r.score,
+        "index": _index(r),
+        "relevance_score": relevance,
         "stage": r.stage,
-        "scores": {"fast": r.fast_score, "llm": r.llm_score},
+        "scores": {"fused": r.score, "fast": r.fast_score, "llm": r.llm_score},
         "cached": r.cached,
     }
     if return_documents:
@@ -115,14 +156,16 @@ def ranking_body(
 ) -> dict[str, Any]:
     """The response body for ``ranking`` (also each stream event's data)."""
     shown = ranking.results[:top_n] if top_n is not None else ranking.results
+    probs = relevance_scores(ranking)
     results = []
-    for r in shown:
-        index = int(r.candidate.metadata.get("index", r.rank))
+    for r, p in zip(shown, probs, strict=False):
+        index = _index(r)
         results.append(
             result_body(
                 r,
                 documents[index] if index < len(documents) else None,
                 return_documents=return_documents,
+                relevance=p,
             )
         )
     return {
@@ -131,6 +174,43 @@ def ranking_body(
         "results": results,
         "llmrerank": {**ranking.provenance(), **(extra or {})},
     }
+
+
+def cohere_v2_body(
+    ranking: Ranking, *, top_n: int | None, request_id: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Cohere v2's answer: ``id``, ``results[{index, relevance_score}]``, ``meta``; the raw
+    scores and provenance under ``llmrerank`` (clients ignore unknown fields)."""
+    shown = ranking.results[:top_n] if top_n is not None else ranking.results
+    probs = relevance_scores(ranking)
+    return {
+        "id": request_id,
+        "results": [
+            {"index": _index(r), "relevance_score": p} for r, p in zip(shown, probs, strict=False)
+        ],
+        "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+        "llmrerank": {
+            **ranking.provenance(),
+            **extra,
+            "results": [
+                {"index": _index(r), "stage": r.stage, "score": r.score, "cached": r.cached}
+                for r in shown
+            ],
+        },
+    }
+
+
+def tei_body(ranking: Ranking, texts: list[str], *, raw_scores: bool, return_text: bool) -> Any:
+    """TEI's answer: a JSON list of ``{index, score[, text]}``, best first. ``score`` is the
+    [0, 1] relevance score, or the raw fused score with ``raw_scores``."""
+    probs = relevance_scores(ranking)
+    out = []
+    for r, p in zip(ranking.results, probs, strict=True):
+        item: dict[str, Any] = {"index": _index(r), "score": r.score if raw_scores else p}
+        if return_text:
+            item["text"] = texts[_index(r)]
+        out.append(item)
+    return out
 
 
 def _finite(value: Any) -> Any:
