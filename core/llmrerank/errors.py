@@ -48,10 +48,11 @@ class ConfigError(LLMRerankError, ValueError):
 class MissingExtraError(ConfigError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 
-    def __init__(self, feature: str, extra: str, package: str) -> None:
+    def __init__(self, feature: str, extra: str, package: str, command: str | None = None) -> None:
+        install = command or f"pip install 'llmrerank[{extra}]'"
         super().__init__(
             f"{feature} needs the optional dependency {package!r}, which is not installed. "
-            f"Install it with: pip install 'llmrerank[{extra}]'"
+            f"Install it with: {install}"
         )
         self.extra = extra
         self.package = package

