@@ -134,6 +134,8 @@ class _State:
     window: list[int] = field(default_factory=list)
     llm: dict[int, float] = field(default_factory=dict)
     cached: set[int] = field(default_factory=set)
+    settled: set[int] = field(default_factory=set)
+    """Window candidates whose LLM answer came back unusable (malformed, refused): done, unscored."""
     reasons: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -634,10 +636,14 @@ class Funnel:
         bad = 0
         for j, (i, s) in enumerate(zip(chunk, scores, strict=True)):
             if s is None:
-                state.reason(explained.get(j, "deadline"))
+                why = explained.get(j, "deadline")
+                state.reason(why)
+                if why != "deadline":
+                    state.settled.add(i)
                 continue
             if not (isinstance(s, (int, float)) and math.isfinite(s)):
                 bad += 1
+                state.settled.add(i)
                 continue
             state.llm[i] = float(s)
             landed.append(i)
@@ -657,7 +663,7 @@ class Funnel:
         return bool(landed)
 
     def _assemble(self, state: _State, fast_order: list[int], kind: UpdateKind) -> Ranking:
-        window = state.window if kind != "fast" else []
+        window = _answered_prefix(state) if kind != "fast" else []
         in_window = set(window)
         rest = [i for i in fast_order if i not in in_window]
         if window:
@@ -679,7 +685,7 @@ class Funnel:
                 candidate=state.cands[i],
                 rank=rank,
                 score=score_of[i],
-                stage="llm" if i in state.llm else state.stage1,
+                stage="llm" if i in in_window and i in state.llm else state.stage1,
                 fast_score=state.fast[i],
                 llm_score=state.llm.get(i),
                 cached=i in state.cached,
@@ -703,6 +709,20 @@ class Funnel:
             llm_scored=len(state.llm),
             info=info,
         )
+
+
+def _answered_prefix(state: _State) -> list[int]:
+    """The window as deep as the LLM got: its longest prefix (in fast order) whose candidates
+    all have an LLM answer (a score, or an unusable answer). A candidate scored past the first
+    one still waiting (deadline, a failed request) keeps its fast-stage place, so a window cut
+    short by the deadline ranks like a smaller, complete window instead of letting a few LLM
+    scores push candidates below ones the LLM never saw (measured: docs/benchmarks/drop_in.md)."""
+    depth = 0
+    for i in state.window:
+        if i not in state.llm and i not in state.settled:
+            break
+        depth += 1
+    return state.window[:depth]
 
 
 def _since(start: float) -> float:

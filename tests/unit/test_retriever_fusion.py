@@ -16,6 +16,7 @@ from llmrerank import (
     Candidate,
     ConfigError,
     Funnel,
+    Fusion,
     InputError,
     RetrieverFusionScorer,
 )
@@ -173,3 +174,38 @@ def _run(coro):
     import asyncio
 
     return asyncio.run(coro)
+
+
+def test_a_window_cut_short_ranks_like_the_part_the_llm_answered():
+    # the LLM loves d3, but d1 is still being scored at the deadline: the window is as deep as
+    # the LLM got (d0), so d3 keeps its fast-stage place instead of jumping over d1 and d2
+    docs = [f"filler text number {i}" for i in range(6)]
+    llm = ScriptedScorer(
+        lambda q, t: 100.0 if t.endswith("3") else 0.0,
+        latency=lambda: 0.0,
+    )
+    slow = {"filler text number 1"}
+
+    class Gap(ScriptedScorer):
+        async def ascore(self, query, texts, *, deadline):
+            import asyncio
+
+            if any(t in slow for t in texts):
+                await asyncio.sleep(5)
+            return await super().ascore(query, texts, deadline=deadline)
+
+    gap = Gap(llm.score_fn)
+    strong = Fusion(llm_weight=0.9)
+    ranking = Funnel(llm=gap, k=4, concurrency=4, deadline=0.4, fusion=strong).rerank(
+        "kitten", docs
+    )
+    assert ranking.ids == ["0", "1", "2", "3", "4", "5"]
+    assert "deadline" in ranking.reasons
+    d3 = ranking.by_id("3") if hasattr(ranking, "by_id") else ranking[3]
+    assert d3.llm_score == 100.0 and d3.stage == "fast"
+    assert ranking[0].stage == "llm"
+    # the same scores with nothing pending: d3 climbs
+    full = Funnel(llm=ScriptedScorer(llm.score_fn), k=4, concurrency=4, fusion=strong).rerank(
+        "kitten", docs
+    )
+    assert full.ids[0] == "3"

@@ -104,6 +104,7 @@ def test_return_documents_false_and_rank_fields(serve: ServeFactory) -> None:
             "rank_fields": ["title", "body"],
             "return_documents": False,
             "model": "rerank-english-v3.0",
+            "input_ranked": False,  # two records, not a retriever's ranking
         },
     )
     assert r.status_code == 200, r.text

@@ -64,7 +64,8 @@ async def test_in_the_llm_slot_the_endpoint_orders_the_top_k(
     score_server: RerankContractServer,
 ) -> None:
     scorer = RerankAPIScorer("vllm-score", model="r", base_url=score_server.url, backoff=0.01)
-    ranking = await Funnel(llm=scorer, k=4).arerank(QUERY, TEXTS, deadline=5)
+    # TEXTS is a bag, not a retriever's ranking
+    ranking = await Funnel(llm=scorer, k=4, input_ranked=False).arerank(QUERY, TEXTS, deadline=5)
     assert ranking.ids[:2] == ["1", "2"] and not ranking.degraded
     assert [r.stage for r in ranking][:2] == ["llm", "llm"]
     assert ranking.info["llm_scorer"].startswith("rerank-api:vllm-score:r")
@@ -97,7 +98,8 @@ async def test_a_profile_wraps_query_and_documents_in_the_model_prompt(
 async def test_5xx_is_retried_within_the_deadline(score_server: RerankContractServer) -> None:
     score_server.faults.extend([Fault(503)])
     scorer = RerankAPIScorer("vllm-score", model="r", base_url=score_server.url, backoff=0.01)
-    ranking = await Funnel(llm=scorer, k=4).arerank(QUERY, TEXTS, deadline=5)
+    # TEXTS is a bag, not a retriever's ranking
+    ranking = await Funnel(llm=scorer, k=4, input_ranked=False).arerank(QUERY, TEXTS, deadline=5)
     assert not ranking.degraded and len(score_server.requests) == 2
     await scorer.aclose()
 
