@@ -135,7 +135,7 @@ def fit_calibration(points: list[Point], presets: tuple[str, ...]) -> Calibratio
         pooled = [(s, y) for _, k, s, y, _ in train if k == kind]
         params[DEFAULT_KEY][kind] = _fit(pooled) or Logistic(0.0, _logit(base_rate))
     for preset in presets:
-        own = {}
+        own: dict[str, Logistic] = {}
         for kind in KINDS:
             fitted = _fit([(s, y) for p, k, s, y, _ in train if p == preset and k == kind])
             if fitted is not None:
