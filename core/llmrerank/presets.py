@@ -74,7 +74,17 @@ class Preset:
             "fusion": self.fusion,
             "name": self.name,
         }
-        unknown = set(overrides) - set(settings) - {"cache", "breaker", "max_text_chars"}
+        unknown = (
+            set(overrides)
+            - set(settings)
+            - {
+                "cache",
+                "breaker",
+                "max_text_chars",
+                "input_ranked",
+                "instruction",
+            }
+        )
         if unknown:
             raise ConfigError(
                 f"unknown Funnel setting(s) for preset {self.name!r}: {sorted(unknown)}"

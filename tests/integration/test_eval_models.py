@@ -45,7 +45,14 @@ def test_model_arms_run_end_to_end(adi: Path) -> None:
     import torch
 
     torch.set_num_threads(2)
-    arms = ("bm25", "dense", "hybrid", "naive-llm", "llamaindex-llmrerank", "langchain-llmfilter")
+    arms = (
+        "retriever",
+        "dense",
+        "hybrid",
+        "naive-llm",
+        "llamaindex-llmrerank",
+        "langchain-llmfilter",
+    )
     config = BenchConfig(
         dataset=adi,
         queries=1,

@@ -68,7 +68,9 @@ def reference(model_dir: Path, profile: Profile, query: str, text: str) -> float
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_each_profile_scores_its_exact_prompt(tiny: Path, name: str) -> None:
     profile = PROFILES[name]
-    scorer = LocalLLMScorer(tiny, profile=name, min_label_mass=0.0, max_text_tokens=512)
+    scorer = LocalLLMScorer(
+        tiny, profile=name, min_label_mass=0.0, max_text_tokens=512, dtype="float32"
+    )
     scores = scorer.score(QUERY, TEXTS)
     assert len(scores) == 2 and all(s is not None and math.isfinite(s) for s in scores)
     for text, score in zip(TEXTS, scores, strict=True):
@@ -79,7 +81,7 @@ def test_each_profile_scores_its_exact_prompt(tiny: Path, name: str) -> None:
 
 
 def test_the_instruction_changes_the_prompt_and_the_score(tiny: Path) -> None:
-    scorer = LocalLLMScorer(tiny, profile="qwen3-reranker", min_label_mass=0.0)
+    scorer = LocalLLMScorer(tiny, profile="qwen3-reranker", min_label_mass=0.0, dtype="float32")
     funnel = Funnel(llm=scorer, k=2)
     a = funnel.rerank(QUERY, TEXTS, deadline=60)
     b = funnel.rerank(QUERY, TEXTS, deadline=60, instruction="Retrieve stock market news")
