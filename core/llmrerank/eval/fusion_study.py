@@ -33,7 +33,7 @@ from typing import Any
 
 from ..budget import Deadline
 from ..scorers.bm25 import BM25Scorer
-from ..scorers.retriever_fusion import RetrieverFusionScorer
+from ..scorers.retriever_fusion import RetrieverFusionScorer, position_signal
 from ..scoring import Fusion, final_order
 from .data import Dataset, default_data_dir, load_beir
 from .metrics import evaluate_rankings
@@ -74,6 +74,15 @@ def fast_variants() -> list[Variant]:
                 )
             )
     return out
+
+
+def _fast_scores(variant: Variant, signals: dict[str, Any]) -> list[float | None]:
+    """The variant's fused fast scores from one query's precomputed signals."""
+    assert variant.scorer is not None
+    retriever = (
+        signals["retrieval"] if variant.signal == "score" else position_signal(len(signals["ids"]))
+    )
+    return variant.scorer.fuse(retriever, signals["bm25"])
 
 
 def _order(scores: Sequence[float | None]) -> list[int]:
@@ -155,13 +164,7 @@ def run_study(
                     rk: dict[str, list[str]] = {}
                     for q in qids:
                         s = per_q[q]
-                        ret = (
-                            s["retrieval"]
-                            if v.signal == "score"
-                            else [-math.log(i + 1.0) for i in range(len(s["ids"]))]
-                        )
-                        fused = v.scorer.fuse(ret, s["bm25"])
-                        rk[q] = [s["ids"][i] for i in _order(fused)]
+                        rk[q] = [s["ids"][i] for i in _order(_fast_scores(v, s))]
                     res[v.name] = _ndcg(dataset, rk)
                 row["fast"][split] = res
                 row[f"{split}_queries"] = len(qids)
@@ -217,12 +220,7 @@ def run_study(
                 ranked_lists: dict[tuple[int, float], dict[str, list[str]]] = {}
                 for q in qids:
                     s = per_q[q]
-                    ret = (
-                        s["retrieval"]
-                        if variant.signal == "score"
-                        else [-math.log(i + 1.0) for i in range(len(s["ids"]))]
-                    )
-                    fast = variant.scorer.fuse(ret, s["bm25"])
+                    fast = _fast_scores(variant, s)
                     order = _order(fast)
                     top = order[:kmax]
                     query = dataset.queries[q]

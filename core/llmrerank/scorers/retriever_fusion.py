@@ -39,6 +39,7 @@ from typing import Literal
 
 from ..budget import Deadline
 from ..errors import ConfigError
+from ..scoring import zscores
 from ..types import Candidate
 from .base import Scorer
 from .bm25 import BM25Scorer
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_RETRIEVER_WEIGHT",
     "RetrieverFusionScorer",
     "average_ranks",
+    "position_signal",
 ]
 
 FusionMethod = Literal["rrf", "zscore"]
@@ -86,14 +88,9 @@ def average_ranks(values: Sequence[float | None]) -> list[float]:
     return ranks
 
 
-def _z(values: Sequence[float]) -> list[float]:
-    if not values:
-        return []
-    mean = math.fsum(values) / len(values)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
-    if std <= 1e-12 * max(1.0, abs(mean)):
-        return [0.0] * len(values)
-    return [(v - mean) / std for v in values]
+def position_signal(n: int) -> list[float]:
+    """The retriever's signal when only the order is known: ``-log(position)``, first = best."""
+    return [-math.log(i + 1.0) for i in range(n)]
 
 
 class RetrieverFusionScorer:
@@ -162,7 +159,7 @@ class RetrieverFusionScorer:
         if candidates and all(s is not None for s in scores):
             return [float(s) for s in scores]  # type: ignore[arg-type]
         if input_ranked:
-            return [-math.log(i + 1.0) for i in range(len(candidates))]
+            return position_signal(len(candidates))
         return None
 
     def fuse(
@@ -184,12 +181,14 @@ class RetrieverFusionScorer:
                 2 * w / (c + a) + 2 * (1 - w) / (c + b) + _TIE * (n - b)
                 for a, b in zip(rr, rt, strict=True)
             ]
-        zr = _z(retriever)
-        present = [t for t in text if t is not None]
-        zt_present = iter(_z(present))
-        floor = min(_z(present), default=0.0)
-        zt = [next(zt_present) if t is not None else floor for t in text]
-        return [w * a + (1 - w) * b for a, b in zip(zr, zt, strict=True)]
+        zr = zscores(retriever)
+        zt = zscores(text)
+        # a missing text score counts as the lowest present one
+        floor = min((z for z in zt if z is not None), default=0.0)
+        return [
+            w * (a or 0.0) + (1 - w) * (b if b is not None else floor)
+            for a, b in zip(zr, zt, strict=True)
+        ]
 
     async def ascore_candidates(
         self,
