@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="benchmarks: 'engine' (overhead, deadlines), quality, 'calibrate' (relevance "
-        "scores in [0, 1]), or 'fusion' (the fast stage's fusion and the LLM weight, see "
-        "llmrerank bench fusion --help)",
+        "scores in [0, 1]), 'fusion' (the fast stage's fusion and the LLM weight, see "
+        "llmrerank bench fusion --help) or 'llm-speed' (every LLM backend on one workload, see "
+        "llmrerank bench llm-speed --help)",
     )
     b.add_argument(
         "target", nargs="?", default="quality", choices=["engine", "quality", "calibrate"]
@@ -213,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .eval.fusion_study import main as fusion_main
 
         return fusion_main(argv[2:])
+    if argv[:2] == ["bench", "llm-speed"]:  # so has the LLM speed table
+        from .eval.llm_speed import main as speed_main
+
+        return speed_main(argv[2:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

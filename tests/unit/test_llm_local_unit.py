@@ -194,3 +194,54 @@ def test_a_missing_embedded_model_fails_when_the_funnel_is_built(monkeypatch):
             Funnel.from_preset("enterprise")
     finally:
         default_llm_scorer.cache_clear()
+
+
+def test_device_auto_is_the_cpu_without_cuda_and_a_requested_gpu_is_never_replaced(monkeypatch):
+    import torch
+    from llmrerank.scorers import llm_local
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert llm_local.resolve_device("auto") == "cpu"
+    assert llm_local.resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        llm_local.resolve_device("cuda")
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        LocalLLMScorer(device="cuda:1")
+    with pytest.raises(ConfigError, match="device must be"):
+        llm_local.resolve_device("tpu")
+    cpu = LocalLLMScorer()
+    assert (cpu.device, cpu.batch_size, cpu.micro_batch) == ("cpu", 8, 4)
+    assert "+cuda" not in cpu.fingerprint
+
+
+def test_on_cuda_the_whole_window_goes_in_one_pass_in_bfloat16(monkeypatch):
+    import torch
+    from llmrerank.scorers import llm_local
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(llm_local, "_cpu_flags", lambda: {"avx2"})  # a CPU without bf16
+    gpu = LocalLLMScorer()  # device="auto"
+    assert gpu.device == "cuda" and gpu.dtype == "bfloat16"
+    assert gpu.batch_size == 64 and gpu.micro_batch == 64  # a k<=64 window: one forward pass
+    assert ":bfloat16+cuda:" in gpu.fingerprint  # never shares cached scores with the CPU
+    assert LocalLLMScorer(device="cuda:0", micro_batch=16).micro_batch == 16  # explicit wins
+    cpu = LocalLLMScorer(device="cpu")
+    assert cpu.dtype == "float32" and cpu.micro_batch == 4
+    with pytest.raises(ConfigError, match="CPU only"):
+        LocalLLMScorer(device="cuda", quantize="int8")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_cuda_scores_match_the_cpu_in_float32(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from llmrerank.testing import tiny_qwen3
+
+    model = tiny_qwen3(tmp_path / "tiny")
+    texts = ["a short text about wings", "another about rivers and lakes", "wings and lift"]
+    cpu = LocalLLMScorer(model, device="cpu", dtype="float32").score("wing lift", texts)
+    gpu = LocalLLMScorer(model, device="cuda", dtype="float32").score("wing lift", texts)
+    assert list(gpu) == pytest.approx(list(cpu), abs=1e-3)

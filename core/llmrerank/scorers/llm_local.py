@@ -74,6 +74,7 @@ __all__ = [
     "LocalLLMScorer",
     "LocalLLMStats",
     "default_threads",
+    "resolve_device",
     "resolve_dtype",
     "truncate_to_tokens",
 ]
@@ -152,6 +153,31 @@ def resolve_dtype(dtype: str, device: str = "cpu") -> str:
         )
         _dtype_logged = True
     return "float32"
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"``: ``"cuda"`` when torch sees a CUDA device, else ``"cpu"``. ``"cpu"``,
+    ``"cuda"`` and ``"cuda:N"`` are returned as given; ``"cuda"`` without a CUDA device is a
+    :class:`ConfigError` (a GPU the user asked for is never silently replaced by the CPU)."""
+    if device == "cpu":
+        return device
+    if device != "auto" and device != "cuda" and not device.startswith("cuda:"):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if importlib.util.find_spec("torch") is None:
+        if device == "auto":
+            return "cpu"
+        raise MissingExtraError("the local LLM scorer", "local", "torch")
+    import torch
+
+    available = bool(torch.cuda.is_available())
+    if device == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise ConfigError(
+            f"device={device!r} but torch sees no CUDA device (torch {torch.__version__}, "
+            f"CUDA build {torch.version.cuda}); use device='cpu' or 'auto'"
+        )
+    return device
 
 
 def _require_embedded_model() -> None:
@@ -275,10 +301,13 @@ class LocalLLMScorer:
             ``judgement`` and decides ``chat`` (its ``chat="model"`` uses the chat template).
         max_text_tokens: each text is cut to its first ``max_text_tokens`` tokens.
         max_query_tokens: the query is cut to its first ``max_query_tokens`` tokens.
-        micro_batch: texts per forward pass (padded to the longest of them). 4 by default: on
-            2 CPU cores in bfloat16 it ran 10.0-10.8 candidates/s against 2.8-4.8 for one text per
-            pass (``llmrerank bench llm-speed``, docs/benchmarks/llm_speed.md).
-        batch_size: texts per ``ascore`` call that the funnel sends.
+        micro_batch: texts per forward pass (padded to the longest of them). ``None``: 4 on the
+            CPU (on 2 cores in bfloat16 it ran 10.0-10.8 candidates/s against 2.8-4.8 for one text
+            per pass: ``llmrerank bench llm-speed``, docs/benchmarks/llm_speed.md); on CUDA the
+            whole call (``batch_size``).
+        batch_size: texts per ``ascore`` call that the funnel sends. ``None``: 8 on the CPU
+            (the deadline is checked between micro-batches, results arrive per call); on CUDA
+            64, so a window of up to 64 goes to the GPU in one forward pass.
         bucket: sort a call's texts by length before forming micro-batches (less padding).
         prefix_cache: judgement only: run the prompt prefix shared by a call's texts (instruction
             and query) once and reuse its KV cache for every micro-batch.
@@ -287,7 +316,9 @@ class LocalLLMScorer:
             torch setting); default :func:`default_threads` (the free cores of this process).
         min_label_mass: judgement answers with less probability on the labels are malformed.
         dtype: the torch dtype the weights are loaded in; ``"auto"`` (the default) is bfloat16
-            where the CPU runs it natively, else float32 (:func:`resolve_dtype`).
+            where the CPU runs it natively and on CUDA, else float32 (:func:`resolve_dtype`).
+        device: ``"auto"`` (the default: CUDA when torch sees a GPU, else the CPU), ``"cpu"``,
+            ``"cuda"`` or ``"cuda:N"`` (:func:`resolve_device`).
     """
 
     max_concurrency = 1
@@ -303,14 +334,15 @@ class LocalLLMScorer:
         profile: str | Profile | None = None,
         max_text_tokens: int = 256,
         max_query_tokens: int = 64,
-        micro_batch: int = 4,
-        batch_size: int = 8,
+        micro_batch: int | None = None,
+        batch_size: int | None = None,
         bucket: bool = True,
         prefix_cache: bool = False,
         quantize: Literal["int8"] | None = None,
         threads: int | None = None,
         min_label_mass: float = 0.05,
         dtype: str = "auto",
+        device: str = "auto",
     ) -> None:
         if method not in ("judgement", "query_likelihood"):
             raise ConfigError(f"method must be 'judgement' or 'query_likelihood', got {method!r}")
@@ -320,10 +352,14 @@ class LocalLLMScorer:
             ("micro_batch", micro_batch),
             ("batch_size", batch_size),
         ):
+            if name in ("micro_batch", "batch_size") and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if quantize not in (None, "int8"):
             raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+        if quantize == "int8" and resolve_device(device) != "cpu":
+            raise ConfigError("quantize='int8' (torch dynamic quantisation) runs on the CPU only")
         if threads is not None and (isinstance(threads, bool) or threads < 1):
             raise ConfigError(f"threads must be a positive int or None, got {threads!r}")
         if not 0.0 <= min_label_mass < 1.0:
@@ -349,14 +385,18 @@ class LocalLLMScorer:
         self.chat = chat
         self.max_text_tokens = max_text_tokens
         self.max_query_tokens = max_query_tokens
-        self.micro_batch = micro_batch
-        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        gpu = self.device != "cpu"
+        self.batch_size: int = batch_size if batch_size is not None else (64 if gpu else 8)
+        self.micro_batch: int = (
+            micro_batch if micro_batch is not None else (self.batch_size if gpu else 4)
+        )
         self.bucket = bucket
         self.prefix_cache = prefix_cache
         self.quantize = quantize
         self.threads = threads if threads is not None else default_threads()
         self.min_label_mass = min_label_mass
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, "cuda" if gpu else "cpu")
         self._settings: dict[str, Any] = {
             "model": model,
             "method": method,
@@ -374,6 +414,7 @@ class LocalLLMScorer:
             "threads": threads,
             "min_label_mass": min_label_mass,
             "dtype": dtype,
+            "device": device,
         }
         self._model_dir = None if model is None else Path(model).expanduser()
         self._model_id = self._identify(self._model_dir)
@@ -420,6 +461,8 @@ class LocalLLMScorer:
         else:
             template = self.query_likelihood.fingerprint
         numerics = self.dtype + ("+int8" if self.quantize == "int8" else "")
+        if self.device != "cpu":
+            numerics += "+cuda"
         return (
             f"llm_local:{self._model_id}:{self.method}:{template}:"
             f"{numerics}:q{self.max_query_tokens}t{self.max_text_tokens}"
@@ -456,7 +499,7 @@ class LocalLLMScorer:
         if changes.get("profile") is not None and "judgement" not in changes:
             settings["judgement"] = None
         other = LocalLLMScorer(**settings)
-        same = ("model", "quantize", "threads", "dtype")
+        same = ("model", "quantize", "threads", "dtype", "device")
         if self._base is not None and all(settings[k] == self._settings[k] for k in same):
             other._base = self._base
         return other
@@ -510,6 +553,8 @@ class LocalLLMScorer:
             str(model_dir), dtype=dtype, local_files_only=True
         )
         model.eval()
+        if self.device != "cpu":
+            model.to(self.device)
         keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
         if self.quantize == "int8":
             model = self._quantize_int8(torch, model)
@@ -785,6 +830,8 @@ class LocalLLMScorer:
             ids[row, width - n :] = torch.tensor(it.ids, dtype=torch.long)
             mask[row, width - n :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0) + offset
+        if self.device != "cpu":
+            return ids.to(self.device), mask.to(self.device), positions.to(self.device)
         return ids, mask, positions
 
     def _forward(self, lm: _Loaded, keep: int, **inputs: Any) -> torch.Tensor:
@@ -800,7 +847,7 @@ class LocalLLMScorer:
 
     def _prefix_cache(self, lm: _Loaded, prefix: list[int]) -> Any:
         """The KV cache of the shared prefix, computed once per call."""
-        ids = lm.torch.tensor([prefix], dtype=lm.torch.long)
+        ids = lm.torch.tensor([prefix], dtype=lm.torch.long, device=self.device)
         keep = {"logits_to_keep": 1} if lm.keep_arg else {}
         return lm.model(input_ids=ids, use_cache=True, **keep).past_key_values
 
@@ -813,7 +860,8 @@ class LocalLLMScorer:
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(len(batch))
             full_mask = torch.cat(
-                [torch.ones((len(batch), len(prefix)), dtype=torch.long), mask], dim=1
+                [torch.ones((len(batch), len(prefix)), dtype=torch.long, device=mask.device), mask],
+                dim=1,
             )
             keep = {"logits_to_keep": 1} if lm.keep_arg else {}
             logits = lm.model(
@@ -850,6 +898,10 @@ class LocalLLMScorer:
             lm, n + 1, input_ids=ids, attention_mask=mask, position_ids=positions
         )[:, :n, :]
         logprobs = torch.log_softmax(logits, dim=-1)
-        wanted = torch.tensor(target, dtype=torch.long).expand(len(batch), n).unsqueeze(-1)
+        wanted = (
+            torch.tensor(target, dtype=torch.long, device=logprobs.device)
+            .expand(len(batch), n)
+            .unsqueeze(-1)
+        )
         token_lp = logprobs.gather(-1, wanted).squeeze(-1).tolist()
         return [mean_logprob(row) for row in token_lp]
