@@ -363,6 +363,46 @@ async def run_speed(
     return {"rows": rows, "reference": refname}
 
 
+async def run_loaded(workload: list[dict[str, Any]], hogs: int) -> dict[str, Any]:
+    """Threads on a loaded machine: ``hogs`` busy-looping processes run beside the scorer while
+    the default settings are measured with 1 and with 2 threads (interleaved); then what
+    :func:`default_threads` chooses once the load average has risen."""
+    from ..scorers.llm_local import default_threads
+
+    base = LocalLLMScorer(threads=1)
+    variants = {"1 thread": base, "2 threads": base.variant(threads=2)}
+    for v in variants.values():
+        v.load()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])  # noqa: ASYNC220
+        for _ in range(max(0, hogs))
+    ]
+    seconds: dict[str, list[float]] = {n: [] for n in variants}
+    n_texts = 0
+    try:
+        await asyncio.sleep(2.0)
+        order = list(variants)
+        for i, item in enumerate(workload[1:]):
+            n_texts += len(item["texts"])
+            for n in order[i % 2 :] + order[: i % 2]:
+                sec, _ = await _timed(variants[n], item["query"], item["texts"])
+                seconds[n].append(sec)
+        load_end = _load()
+        chosen = default_threads()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    return {
+        "hogs": hogs,
+        "load_at_end": load_end,
+        "default_threads_at_end": chosen,
+        "rows": {
+            n: round(n_texts / sum(sec), 2) if sum(sec) else None for n, sec in seconds.items()
+        },
+    }
+
+
 def _full(settings: dict[str, Any]) -> dict[str, Any]:
     """A variant's settings with the shipped defaults filled in, so ``variant`` resets what an
     earlier row changed."""
@@ -499,6 +539,21 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
                 f"{r.get('spearman_vs_float32', '-')} | {r['prefix_cache']} |"
             )
         lines.append("")
+    loaded = result.get("loaded")
+    if loaded:
+        lines += [
+            "## Threads on a loaded machine: candidates/s of the defaults beside busy processes",
+            "",
+            "| busy processes | 1 thread | 2 threads | load average at the end | "
+            "`default_threads()` then |",
+            "|---|---|---|---|---|",
+        ]
+        for b in loaded:
+            lines.append(
+                f"| {b['hogs']} | {b['rows']['1 thread']} | {b['rows']['2 threads']} | "
+                f"{b['load_at_end']} | {b['default_threads_at_end']} |"
+            )
+        lines.append("")
     quality = result.get("quality")
     if quality:
         lines += [
@@ -545,6 +600,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--servers", action="store_true", help="also the llama.cpp and vLLM servers"
     )
     parser.add_argument("--vllm-inprocess", action="store_true")
+    parser.add_argument(
+        "--hogs",
+        default="",
+        help="comma-separated counts of busy processes to measure 1 vs 2 threads under, e.g. 1,2",
+    )
     parser.add_argument("--vllm-python", default=".venv-vllm/bin/python")
     parser.add_argument(
         "--quality-datasets", default="", help="comma-separated, e.g. cranfield,cisi,nfcorpus"
@@ -601,6 +661,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 speed["rows"].append(row)
         result["speed"] = speed
+        loaded = []
+        for h in [int(x) for x in args.hogs.split(",") if x]:
+            loaded.append(asyncio.run(run_loaded(workload, h)))
+        if loaded:
+            result["loaded"] = loaded
     if args.quality_datasets:
         paths = [_resolve(d) for d in args.quality_datasets.split(",") if d]
         result["quality"] = asyncio.run(
