@@ -577,7 +577,12 @@ class Funnel:
                     raise BackendError(
                         f"LLM scorer returned {len(scores)} scores for {len(chunk)} texts"
                     )
-                self.latency.observe(time.monotonic() - c0, len(chunk))
+                # per text the scorer answered: a call cut short by the deadline (``0 of 2
+                # scored`` in no time) would otherwise teach the estimate that texts are free,
+                # and the budget-aware k would then ask for k_max
+                answered = sum(1 for s in scores if s is not None)
+                if answered:
+                    self.latency.observe(time.monotonic() - c0, answered)
                 return chunk, scores
 
         tasks = {asyncio.ensure_future(score_chunk(c)) for c in chunks}

@@ -19,6 +19,7 @@ from llmrerank import (
     InputError,
     MemoryScoreCache,
 )
+from llmrerank.scorers.base import Scores
 from llmrerank.testing import ScriptedScorer, heavy_tailed_latency
 
 DOCS = [
@@ -382,3 +383,36 @@ def test_retrieval_scores_as_the_fast_stage():
     llm = ScriptedScorer(lambda q, t: 5.0 if "kitten" in t else 0.0)
     fused = Funnel(fast=RetrievalScorer(), llm=llm, k=2, fusion=Fusion(llm_weight=1.0))
     assert fused.rerank(QUERY, cands).ids[:2] == ["d", "b"]
+
+
+class _HalfAnswering:
+    """Answers the first half of each call after 0.05 s per answered text; the rest None (as a
+    scorer cut short by its deadline does)."""
+
+    fingerprint = "half-answering"
+    batch_size = 4
+    max_concurrency = 1
+
+    async def ascore(self, query, texts, *, deadline):
+        answered = len(texts) // 2
+        await asyncio.sleep(0.05 * answered)
+        return Scores([1.0] * answered + [None] * (len(texts) - answered))
+
+
+async def test_the_latency_estimate_counts_only_the_texts_a_scorer_answered():
+    llm = _HalfAnswering()
+    funnel = Funnel(llm=llm, k=8, fusion=Fusion(llm_weight=0.5))
+    cands = [Candidate(id=str(i), text=f"text {i}") for i in range(8)]
+    ranking = await funnel.arerank("text", cands)
+    assert sorted(c.id for c in ranking) == [str(i) for i in range(8)]
+    # 2 of every 4 answered in ~0.1 s: ~0.05 s per answered text, not ~0.025 per text sent
+    assert funnel.latency.per_candidate == pytest.approx(0.05, rel=0.5)
+    assert funnel.latency.per_candidate > 0.035
+
+    class _Silent(_HalfAnswering):
+        async def ascore(self, query, texts, *, deadline):
+            return Scores([None] * len(texts))
+
+    silent = Funnel(llm=_Silent(), k=8)
+    await silent.arerank("text", cands)
+    assert silent.latency.per_candidate is None  # nothing answered: nothing learnt

@@ -245,3 +245,54 @@ def test_cuda_scores_match_the_cpu_in_float32(tmp_path):
     cpu = LocalLLMScorer(model, device="cpu", dtype="float32").score("wing lift", texts)
     gpu = LocalLLMScorer(model, device="cuda", dtype="float32").score("wing lift", texts)
     assert list(gpu) == pytest.approx(list(cpu), abs=1e-3)
+
+
+def test_the_core_sampler_counts_other_processes_only():
+    from llmrerank.scorers.llm_local import CoreSampler, threads_for
+
+    # (wall s, machine busy CPU-s, own CPU-s): readings a scripted /proc/stat would give
+    readings = iter(
+        [
+            (0.0, 0.0, 0.0),
+            (1.0, 2.0, 2.0),  # both cores busy, all of it this process: nobody else
+            (2.0, 4.0, 3.0),  # both busy, one of them someone else's
+            (2.01, 4.02, 3.0),  # too short a window to judge: no answer, reading kept
+            (3.0, 4.1, 3.1),  # idle machine
+        ]
+    )
+    sampler = CoreSampler(read=lambda: next(readings))
+    assert sampler.other_busy() == pytest.approx(0.0)
+    assert sampler.other_busy() == pytest.approx(1.0)
+    assert sampler.other_busy() is None
+    assert sampler.other_busy() == pytest.approx(0.0)
+    assert [threads_for(2, b) for b in (0.0, 0.4, 0.6, 1.0, 1.7, 5.0)] == [2, 2, 1, 1, 1, 1]
+    assert threads_for(8, 3.0) == 5
+
+
+def test_threads_follow_the_free_cores_between_calls_unless_set(monkeypatch):
+    from llmrerank.scorers import llm_local
+
+    auto, fixed = LocalLLMScorer(), LocalLLMScorer(threads=2)
+    assert fixed._sampler is None  # an explicit setting is never changed
+    monkeypatch.setattr(llm_local, "_affinity", lambda: 2)
+    monkeypatch.setattr(auto._sampler, "other_busy", lambda: 1.2)
+    auto._adapt_threads()
+    assert auto.threads == 1
+    monkeypatch.setattr(auto._sampler, "other_busy", lambda: 0.1)
+    auto._adapt_threads()
+    assert auto.threads == 2
+    monkeypatch.setattr(auto._sampler, "other_busy", lambda: None)  # no reading: unchanged
+    auto._adapt_threads()
+    assert auto.threads == 2
+
+
+def test_the_real_proc_stat_reading_is_sane():
+    from llmrerank.scorers.llm_local import _proc_stat_reading
+
+    first = _proc_stat_reading()
+    if first is None:
+        pytest.skip("no /proc/stat")
+    sum(i * i for i in range(200_000))  # some CPU of our own
+    second = _proc_stat_reading()
+    assert second is not None and second[0] > first[0]
+    assert second[1] >= first[1] and second[2] > first[2]

@@ -46,7 +46,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -71,11 +71,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_METHOD",
+    "CoreSampler",
     "LocalLLMScorer",
     "LocalLLMStats",
     "default_threads",
     "resolve_device",
     "resolve_dtype",
+    "threads_for",
     "truncate_to_tokens",
 ]
 
@@ -86,8 +88,9 @@ DEFAULT_METHOD: Method = "query_likelihood"
 while over 90% of the model's yes/no judgements put under 5% probability on the labels. Fused
 with BM25 use ``Fusion(llm_weight=0.3)``, the best weight measured."""
 
-_SAFETY = 1.25
-"""A micro-batch starts only if 1.25x its estimated time fits before the deadline: an overrun
+_SAFETY = 1.15
+"""A micro-batch starts only if 1.15x its estimated time fits before the deadline (1.25 left the
+last micro-batch of the enterprise window unstarted with time to spare): an overrun
 would be cancelled by the funnel together with the rest of its call."""
 
 _SENTINEL = "\ue000LLMRERANK_TEXT\ue000"
@@ -119,6 +122,60 @@ def default_threads() -> int:
     # one unit of load may be this very process (a model just loaded, a request just scored)
     free = cores - max(0.0, busy - 1.0)
     return max(1, min(cores, int(max(0.0, free + 0.5))))
+
+
+Reading = tuple[float, float, float]
+"""(monotonic seconds, CPU-seconds busy on all cores, CPU-seconds of this process)."""
+
+
+def _proc_stat_reading() -> Reading | None:
+    """Busy CPU-seconds of the whole machine (``/proc/stat``: everything but idle and iowait,
+    steal included: time the hypervisor gave away is not ours) and of this process
+    (``os.times``, every thread), now. ``None`` where ``/proc/stat`` is missing (not Linux)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            first = f.readline().split()
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    if not first or first[0] != "cpu" or len(first) < 5:
+        return None
+    ticks = [int(x) for x in first[1:9]]
+    idle = ticks[3] + ticks[4]
+    own = os.times()
+    return time.monotonic(), (sum(ticks) - idle) / hz, own.user + own.system
+
+
+class CoreSampler:
+    """The cores other processes kept busy between two readings: the machine's busy CPU time
+    less this process's own, over the wall time between them. Unlike the load average (a
+    1-minute mean that also counts this process), it sees a load that just started or just
+    stopped, and never mistakes this process's own work (loading a model, encoding a corpus)
+    for someone else's."""
+
+    def __init__(self, read: Callable[[], Reading | None] = _proc_stat_reading) -> None:
+        self._read = read
+        self._last = read()
+
+    def other_busy(self, min_window: float = 0.05) -> float | None:
+        """Cores busy with other processes since the last reading that counted (``None``: no
+        reading, or less than ``min_window`` seconds since it)."""
+        now = self._read()
+        last = self._last
+        if now is None or last is None:
+            self._last = now if last is None else last
+            return None
+        wall = now[0] - last[0]
+        if wall < min_window:
+            return None
+        self._last = now
+        return max(0.0, ((now[1] - last[1]) - (now[2] - last[2])) / wall)
+
+
+def threads_for(cores: int, other_busy: float) -> int:
+    """Intra-op threads for ``cores`` usable cores of which ``other_busy`` are taken by other
+    processes: the free ones, rounded to the nearest, at least 1."""
+    return max(1, min(cores, int(max(0.0, cores - other_busy) + 0.5)))
 
 
 def _cpu_flags() -> set[str]:
@@ -395,6 +452,9 @@ class LocalLLMScorer:
         self.prefix_cache = prefix_cache
         self.quantize = quantize
         self.threads = threads if threads is not None else default_threads()
+        # threads=None: re-chosen before each call from the cores other processes used since
+        # the previous call (CoreSampler); the load average only gives the first guess
+        self._sampler = CoreSampler() if threads is None else None
         self.min_label_mass = min_label_mass
         self.dtype = resolve_dtype(dtype, "cuda" if gpu else "cpu")
         self._settings: dict[str, Any] = {
@@ -650,6 +710,7 @@ class LocalLLMScorer:
             return results
         try:
             # process-wide in torch, and per OS thread in OpenMP: set it where the work runs
+            self._adapt_threads()
             lm.torch.set_num_threads(self.threads)
             with lm.torch.inference_mode():
                 self._score_locked(lm, query, texts, deadline, cancel, results)
@@ -658,6 +719,21 @@ class LocalLLMScorer:
         finally:
             lm.compute_lock.release()
         return results
+
+    def _adapt_threads(self) -> None:
+        if self._sampler is None:
+            return
+        other = self._sampler.other_busy()
+        if other is None:
+            return
+        chosen = threads_for(_affinity(), other)
+        if chosen != self.threads:
+            logger.info(
+                "local LLM: %d torch thread(s) (other processes kept %.1f core(s) busy)",
+                chosen,
+                other,
+            )
+            self.threads = chosen
 
     def _score_locked(
         self,
