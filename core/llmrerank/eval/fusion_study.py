@@ -121,6 +121,7 @@ def run_study(
     llm: Any = None,
     llm_queries: int = 20,
     progress: bool = True,
+    max_drop: float = 0.005,
 ) -> dict[str, Any]:
     """Every figure of the study as a JSON-ready dict. ``llm=False`` skips the LLM part, which
     runs on the first ``llm_queries`` queries of the tune split only (the benchmark measures the
@@ -195,6 +196,7 @@ def run_study(
             "tune_queries": tune,
             "windows": list(windows),
             "llm_weights": list(llm_weights),
+            "max_drop": max_drop,
             "llm_queries": llm_queries,
         },
         "fast_runs": runs,
@@ -273,8 +275,16 @@ def run_study(
                 w: sum(r["tune"][f"k={k},w={w}"] for r in llm_rows) / len(llm_rows)
                 for w in llm_weights
             }
-            choice[str(k)] = max(means, key=lambda w: (means[w], -w))
+            # the worst run's change against the fast stage alone (w=0): a weight that lowers
+            # any tune run by more than max_drop is not eligible (never below the fast stage)
+            worst = {
+                w: min(r["tune"][f"k={k},w={w}"] - r["tune"][f"k={k},w=0.0"] for r in llm_rows)
+                for w in llm_weights
+            }
+            ok = [w for w in llm_weights if worst[w] >= -max_drop] or [0.0]
+            choice[str(k)] = max(ok, key=lambda w: (means[w], -w))
             result[f"llm_mean_tune_k{k}"] = means
+            result[f"llm_worst_tune_k{k}"] = worst
         result["llm_weight_choice"] = choice
     result["machine"] = machine_info() | {
         "load_average_start": load_start,
@@ -334,9 +344,13 @@ def write_markdown(result: dict[str, Any], path: Path, command: str) -> None:
         ]
         for k in result["settings"]["windows"]:
             means = result[f"llm_mean_tune_k{k}"]
+            worst = result.get(f"llm_worst_tune_k{k}", {})
             lines.append(
-                f"Window k={k}, mean tune nDCG@10 by weight: "
-                + ", ".join(f"w={w}: {v:.4f}" for w, v in means.items())
+                f"Window k={k}, mean tune nDCG@10 by weight (worst run's change against w=0): "
+                + ", ".join(
+                    f"w={w}: {v:.4f}" + (f" ({worst[w]:+.4f})" if w in worst else "")
+                    for w, v in means.items()
+                )
                 + f" -> chosen w={result['llm_weight_choice'][str(k)]}"
             )
             lines.append("")
@@ -371,6 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tune", type=int, default=40)
     parser.add_argument("--windows", default="5,10,20")
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.005,
+        help="an LLM weight that lowers any tune run by more than this against the fast stage "
+        "alone is not chosen",
+    )
     parser.add_argument("--no-llm", action="store_true")
     parser.add_argument("--llm-queries", type=int, default=20, help="tune queries for the LLM part")
     parser.add_argument("--fast-choice", default=None)
@@ -400,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         tune=args.tune,
         windows=tuple(int(k) for k in args.windows.split(",")),
+        max_drop=args.max_drop,
         fast_choice=args.fast_choice,
         llm_queries=args.llm_queries,
         llm=llm,
