@@ -157,9 +157,11 @@ class CoreSampler:
         self._read = read
         self._last = read()
 
-    def other_busy(self, min_window: float = 0.05) -> float | None:
+    def other_busy(self, min_window: float = 1.0) -> float | None:
         """Cores busy with other processes since the last reading that counted (``None``: no
-        reading, or less than ``min_window`` seconds since it)."""
+        reading, or less than ``min_window`` seconds since it). Both counters tick at
+        ``SC_CLK_TCK`` (100 Hz): over 0.05 s their rounding alone reads as 0.4 cores busy, so a
+        reading counts only after ``min_window`` (1 s: about 0.02 cores of rounding)."""
         now = self._read()
         last = self._last
         if now is None or last is None:
