@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-docs/benchmarks/drop_in}
 Q=${QUERIES:-30}
-ARMS=retriever,fast,funnel-realtime,funnel-enterprise,funnel-enterprise-nodl,funnel-research
+ARMS=${ARMS:-retriever,fast,funnel-realtime,funnel-enterprise,funnel-enterprise-nodl,funnel-research}
 for ds in cranfield cisi nfcorpus; do
   for r in dense bm25; do
     extra=""
