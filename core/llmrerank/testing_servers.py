@@ -440,7 +440,7 @@ def llama_cpp_server(
     argv = [
         python,
         "-m",
-        "llama_cpp.server",
+        "llmrerank._llama_cpp_server",  # llama_cpp.server, AMX repacking off (see the module)
         "--model",
         str(model),
         "--model_alias",
