@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -68,12 +68,14 @@ def split_password(url: str) -> tuple[str, SecretStr | None]:
     for k, v in query:
         if k == "password":
             password = v
-    clean = urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept), parts.fragment))
-    if password is not None:
-        from urllib.parse import unquote
-
-        return clean, SecretStr(unquote(password))
-    return clean, None
+    if password is None:
+        return url, None
+    query_text = urlencode(kept)
+    if netloc:
+        clean = urlunsplit((parts.scheme, netloc, parts.path, query_text, parts.fragment))
+    else:  # unix:///path: urlunsplit would drop the empty authority
+        clean = f"{parts.scheme}://{parts.path}" + (f"?{query_text}" if query_text else "")
+    return clean, SecretStr(unquote(password))
 
 
 def redact_url(url: str) -> str:
@@ -395,8 +397,10 @@ class RedisScoreCache:
 
     async def aflush(self) -> None:
         """Wait for this event loop's background writes (tests and shutdown)."""
+        await asyncio.sleep(0)  # writes scheduled a moment ago start (and register) first
         loop = asyncio.get_running_loop()
-        mine = [t for t in self._pending if t.get_loop() is loop and t is not asyncio.current_task()]
+        me = asyncio.current_task()
+        mine = [t for t in self._pending if t.get_loop() is loop and t is not me]
         if mine:
             await asyncio.gather(*mine, return_exceptions=True)
 
