@@ -191,7 +191,7 @@ def build_funnel(settings: ServeSettings) -> Funnel:
 
 def build_cache(settings: ServeSettings) -> ScoreCache | None:
     """The score cache the settings name: in memory, a SQLite file, a shared Redis, or none."""
-    where = settings.cache
+    where = settings.score_cache
     if where == "none" or (where == "memory" and settings.cache_size == 0):
         return None
     if where == "memory":

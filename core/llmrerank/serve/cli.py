@@ -36,7 +36,7 @@ _SETTINGS = (
     "llm_endpoints",
     "llm_model",
     "scripted_latency",
-    "cache",
+    "score_cache",
     "cache_size",
     "cache_prefix",
     "cache_ttl",
@@ -93,6 +93,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     cache = p.add_argument_group("score cache")
     cache.add_argument(
         "--cache",
+        dest="score_cache",
         metavar="WHERE",
         help="memory (default), none, redis://host:port/db, rediss://..., unix:///path.sock, "
         "sqlite:///file.db; the Redis password from LLMRERANK_CACHE_PASSWORD",

@@ -58,8 +58,9 @@ class ServeSettings(BaseSettings):
     """Base URLs of OpenAI-compatible servers, for ``llm = "openai"``."""
     llm_model: str | None = None
     llm_api_key: SecretStr | None = None
-    cache: str = "memory"
-    """Where LLM scores are cached: ``memory`` (this process, ``cache_size`` scores), ``none``,
+    score_cache: str = "memory"
+    """Where LLM scores are cached (the flag ``--cache``; ``LLMRERANK_SCORE_CACHE``, since
+    ``LLMRERANK_CACHE`` is the directory of the model and corpus caches): ``memory`` (this process, ``cache_size`` scores), ``none``,
     ``redis://host:port/db``, ``rediss://...`` (TLS) or ``unix:///path.sock`` (a Redis shared
     by every worker and replica), or ``sqlite:///path/file.db`` (a file on this machine). A
     password in the URL is moved to ``cache_password``; better give it there (environment or
@@ -118,7 +119,7 @@ class ServeSettings(BaseSettings):
             raise ValueError(f"llm must be one of {', '.join(LLM_CHOICES)}, got {value!r}")
         return value
 
-    @field_validator("cache")
+    @field_validator("score_cache")
     @classmethod
     def _known_cache(cls, value: str) -> str:
         value = value.strip()
@@ -126,17 +127,17 @@ class ServeSettings(BaseSettings):
             return value
         # the value is not echoed: it may hold a password
         raise ValueError(
-            "cache must be 'memory', 'none', a Redis URL (redis://, rediss://, unix://) or "
+            "score_cache (--cache) must be 'memory', 'none', a Redis URL (redis://, rediss://, unix://) or "
             "sqlite:///path"
         )
 
     @model_validator(mode="after")
     def _password_out_of_url(self) -> ServeSettings:
-        if self.cache.split("://", 1)[0] in ("redis", "rediss", "unix"):
+        if self.score_cache.split("://", 1)[0] in ("redis", "rediss", "unix"):
             from ..cache_redis import split_password
 
-            url, password = split_password(self.cache)
-            self.cache = url
+            url, password = split_password(self.score_cache)
+            self.score_cache = url
             if password is not None and self.cache_password is None:
                 self.cache_password = password
         return self
