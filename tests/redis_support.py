@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from llmrerank.testing_servers import RedisServer
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from llmrerank.testing_servers import RedisServer
 from redis_support import redis_server_fixture
 

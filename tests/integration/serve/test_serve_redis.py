@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from llmrerank.testing_servers import RedisServer, free_port
 from redis_support import redis_server_fixture
 
