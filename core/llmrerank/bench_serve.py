@@ -43,6 +43,7 @@ __all__ = ["run_serve_bench"]
 N_DOCS = 30
 MAX_LOAD = 2.5
 MAX_OTHER_CORES = 0.3
+ATTEMPTS = 3
 """A scaling figure taken while other processes used more than this many cores is noise."""
 
 
@@ -285,31 +286,57 @@ def _throughput(
     serve = _Serve(args, workers)
     try:
         serve.wait_ready()
-        me = [os.getpid()]
-        marks = (
-            serve.cpu_seconds(),
-            _tree_seconds(backend_pids),
-            _tree_seconds(me, recursive=False),
-            _busy_seconds(),
-        )
-        t0 = time.monotonic()
-        result = asyncio.run(
-            _closed_loop(serve.url, bodies, concurrency=concurrency, duration=duration, warmup=1.0)
-        )
-        wall = time.monotonic() - t0
-        serve_cpu = serve.cpu_seconds() - marks[0]
-        backend_cpu = _tree_seconds(backend_pids) - marks[1]
-        gen_cpu = _tree_seconds(me, recursive=False) - marks[2]
-        busy = _busy_seconds() - marks[3]
-        result["serve_cores"] = round(serve_cpu / wall, 2)
-        result["backend_cores"] = round(backend_cpu / wall, 2)
-        # what other processes took meanwhile: a figure taken beside much of it is noise
-        result["other_cores"] = round(
-            max(0.0, busy - serve_cpu - backend_cpu - gen_cpu) / wall, 2
-        )
+        for attempt in range(1, ATTEMPTS + 1):
+            waited = _wait_quiet()
+            result = _measure(serve, bodies, concurrency, duration, backend_pids)
+            result["attempt"], result["waited_for_quiet_s"] = attempt, waited
+            if result["other_cores"] <= MAX_OTHER_CORES:
+                break
     finally:
         serve.stop()
     result["workers"] = workers
+    return result
+
+
+def _wait_quiet(limit: float = 300.0) -> float:
+    """Wait (up to ``limit`` s) until the machine is nearly idle before a measurement."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        busy0 = _busy_seconds()
+        time.sleep(1.0)
+        if _busy_seconds() - busy0 <= MAX_OTHER_CORES:
+            break
+        time.sleep(4.0)
+    return round(time.monotonic() - t0, 1)
+
+
+def _measure(
+    serve: _Serve,
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+    duration: float,
+    backend_pids: Sequence[int],
+) -> dict[str, Any]:
+    me = [os.getpid()]
+    marks = (
+        serve.cpu_seconds(),
+        _tree_seconds(backend_pids),
+        _tree_seconds(me, recursive=False),
+        _busy_seconds(),
+    )
+    t0 = time.monotonic()
+    result: dict[str, Any] = asyncio.run(
+        _closed_loop(serve.url, bodies, concurrency=concurrency, duration=duration, warmup=1.0)
+    )
+    wall = time.monotonic() - t0
+    serve_cpu = serve.cpu_seconds() - marks[0]
+    backend_cpu = _tree_seconds(backend_pids) - marks[1]
+    gen_cpu = _tree_seconds(me, recursive=False) - marks[2]
+    busy = _busy_seconds() - marks[3]
+    result["serve_cores"] = round(serve_cpu / wall, 2)
+    result["backend_cores"] = round(backend_cpu / wall, 2)
+    # what other processes took meanwhile: a figure taken beside much of it is noise
+    result["other_cores"] = round(max(0.0, busy - serve_cpu - backend_cpu - gen_cpu) / wall, 2)
     return result
 
 

@@ -5,9 +5,10 @@ Flags left unset fall back to ``LLMRERANK_*`` environment variables, then to ``-
 is read from ``LLMRERANK_LLM_API_KEY`` or the config file only: a flag would show in ``ps``; so
 is the Redis password (``LLMRERANK_CACHE_PASSWORD``).
 
-``--workers N`` starts N server processes on one port (uvicorn's supervisor; each builds its own
-funnel and loads its model before it accepts connections). Their ``/metrics`` are summed through
-prometheus_client's multiprocess mode, in a temporary directory removed at exit.
+``--workers N`` starts N server processes on one port (:mod:`llmrerank.serve.workers`: a socket
+each with ``SO_REUSEPORT``, so the kernel balances connections; each builds its own funnel and
+loads its model before it listens). Their ``/metrics`` are summed through prometheus_client's
+multiprocess mode, in a temporary directory removed at exit.
 """
 
 from __future__ import annotations
@@ -174,8 +175,9 @@ def configure_logging(level: str) -> None:
 
 
 def _run_workers(settings: Any, uvicorn: Any) -> int:
-    """``--workers N``: uvicorn's supervisor binds the port and starts N processes, each building
-    the app from the settings in its environment (:func:`llmrerank.serve.app.worker_app`)."""
+    """``--workers N``: N processes on the port (:func:`llmrerank.serve.workers.run_workers`),
+    each building the app from the settings in its environment
+    (:func:`llmrerank.serve.app.worker_app`)."""
     from ..errors import ConfigError
     from .app import build_funnel
 
@@ -188,7 +190,11 @@ def _run_workers(settings: Any, uvicorn: Any) -> int:
     saved = {k: os.environ.get(k) for k in (WORKER_SETTINGS_ENV, "PROMETHEUS_MULTIPROC_DIR")}
     os.environ[WORKER_SETTINGS_ENV] = settings.revealed_json()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from .workers import reuse_port_supported, run_workers
+
     try:
+        if reuse_port_supported():
+            return run_workers(settings.host, settings.port, settings.workers, settings.log_level)
         uvicorn.run(
             "llmrerank.serve.app:worker_app",
             factory=True,
@@ -197,6 +203,10 @@ def _run_workers(settings: Any, uvicorn: Any) -> int:
             workers=settings.workers,
             log_level=settings.log_level,
         )
+    except OSError as exc:  # the port is taken
+        where = f"{settings.host}:{settings.port}"
+        print(f"llmrerank serve: cannot listen on {where}: {exc}", file=sys.stderr)
+        return 1
     finally:
         for key, value in saved.items():
             if value is None:

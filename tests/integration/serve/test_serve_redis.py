@@ -128,6 +128,9 @@ def test_two_serve_processes_share_scores_through_redis(
                 {**r, "cached": r["stage"] == "llm"}  # type: ignore[dict-item]
                 for r in first["results"]  # type: ignore[union-attr]
             ]
+        # the kernel spreads new connections over the workers' SO_REUSEPORT sockets
+        pids = {httpx.get(f"{b.url}/healthz", timeout=5).json()["pid"] for _ in range(16)}
+        assert len(pids) == 2
         metrics = httpx.get(f"{b.url}/metrics", timeout=5).text
         # summed over b's two workers, whichever one answered the scrape
         assert _metric(metrics, "llmrerank_workers") == 2
@@ -142,3 +145,49 @@ def test_two_serve_processes_share_scores_through_redis(
         out_b = b.stop()
     ready = set(re.findall(r"llmrerank serve ready \(pid (\d+)\)", out_b))
     assert len(ready) == 2, out_b  # each worker built and loaded its funnel before serving
+
+
+def test_a_dead_worker_is_replaced_and_leaves_the_summed_metrics(tmp_path: Path) -> None:
+    serve = ServeProcess(tmp_path, "--llm", "scripted", "--no-demo", "--workers", "2")
+    try:
+        serve.wait_ready()
+        pids: set[int] = set()
+        t0 = time.monotonic()
+        while len(pids) < 2 and time.monotonic() - t0 < 60:  # both started (new connections)
+            pids.add(httpx.get(f"{serve.url}/healthz", timeout=5).json()["pid"])
+            if _metric(httpx.get(f"{serve.url}/metrics", timeout=5).text, "llmrerank_workers") < 2:
+                time.sleep(0.2)
+        assert len(pids) == 2
+        victim = pids.pop()
+        os.kill(victim, signal.SIGKILL)  # a crash: no shutdown hook runs
+        t0 = time.monotonic()
+        while True:
+            seen = {httpx.get(f"{serve.url}/healthz", timeout=5).json()["pid"] for _ in range(8)}
+            workers = _metric(httpx.get(f"{serve.url}/metrics", timeout=5).text, "llmrerank_workers")
+            if victim not in seen and len(seen) == 2 and workers == 2:
+                break
+            assert time.monotonic() - t0 < 60, (seen, workers, serve.output())
+            time.sleep(0.3)
+        assert _rerank(serve.url)["llmrerank"]["llm_scored"] == 20  # type: ignore[index]
+    finally:
+        out = serve.stop()
+    assert f"worker {victim} exited" in out
+    assert serve.proc.returncode == 0, out
+
+
+def test_workers_on_a_taken_port_fail_clearly(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmrerank.cli", "serve", "--llm", "none", "--no-demo",
+             "--workers", "2", "--port", str(port)],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in proc.stderr
