@@ -50,6 +50,8 @@ __all__ = ["RedisScoreCache", "redact_url", "split_password"]
 logger = logging.getLogger("llmrerank")
 
 _SCHEMES = ("redis", "rediss", "unix")
+_OUTAGE_BUDGET = 0.005
+"""A lookup that times out with at least this budget (or the whole timeout) marks an outage."""
 
 
 def split_password(url: str) -> tuple[str, SecretStr | None]:
@@ -350,9 +352,9 @@ class RedisScoreCache:
             raw = await asyncio.wait_for(self._async_client().mget(keys), timeout=budget)
             out = self._decode(keys, raw)
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            if budget >= self.timeout:
+            if budget >= min(self.timeout, _OUTAGE_BUDGET):
                 self._failed(exc, "lookup")
-            else:  # the request's own budget was short: not a sign of an outage
+            else:  # the request had almost no time left: not a sign of an outage
                 self._release_probe()
             raise CacheUnavailable(f"Redis lookup took longer than {budget * 1000:.1f} ms") from None
         except Exception as exc:  # connection, protocol, auth errors, garbage answers

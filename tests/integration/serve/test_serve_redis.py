@@ -158,6 +158,14 @@ def test_a_dead_worker_is_replaced_and_leaves_the_summed_metrics(tmp_path: Path)
             if _metric(httpx.get(f"{serve.url}/metrics", timeout=5).text, "llmrerank_workers") < 2:
                 time.sleep(0.2)
         assert len(pids) == 2
+        with httpx.Client(base_url=serve.url) as client:  # one keep-alive connection
+            lat = []
+            for _ in range(21):
+                t0 = time.monotonic()
+                client.get("/healthz")
+                lat.append(time.monotonic() - t0)
+        # TCP_NODELAY on the workers' sockets: without it Nagle + delayed ACK cost ~40 ms each
+        assert sorted(lat)[10] < 0.02, lat
         victim = pids.pop()
         os.kill(victim, signal.SIGKILL)  # a crash: no shutdown hook runs
         t0 = time.monotonic()
