@@ -567,6 +567,9 @@ def _markdown(r: dict[str, Any]) -> str:
         "",
         "## Scaling: 1 and 2 workers",
         "",
+        "Workers are separate processes, each with its own `SO_REUSEPORT` socket "
+        "(`llmrerank/serve/workers.py`); `/metrics` is summed over them.",
+        "",
         "| LLM backend | workers | requests/s | p50 ms | p99 ms | CPU (cores): serve | "
         "test LLM servers | load generator | other processes | connections per worker | "
         "errors / incomplete |",
@@ -631,7 +634,9 @@ def _markdown(r: dict[str, Any]) -> str:
         "rounds: the deadline binds), 4 clients for 5 s. `down`: nothing listens on the port "
         "(connection refused). `hung`: Redis accepts but answers nothing (`CLIENT PAUSE`): every "
         "lookup that tries waits its timeout (50 ms, at most a tenth of the time left), then the "
-        "cache is skipped for 1 s.",
+        "cache is skipped for 1 s. `healthy` is the same load with Redis up: the 30 queries "
+        "repeat, so after the first round they are cache hits and answer in ~20 ms instead of "
+        "at the deadline.",
         "",
         "| Redis | requests | p50 ms | p99 ms | max ms | deadline + 50 ms | incomplete |",
         "|---|---|---|---|---|---|---|",

@@ -8,14 +8,16 @@ one pipeline of ``SET ... PX ttl`` for its new scores.
 
 **Bounded memory.** Every key carries a TTL (``ttl``, default 7 days); the hard bound is Redis'
 own ``maxmemory`` with an eviction policy (``allkeys-lru`` for a Redis that holds only caches,
-``volatile-lru`` when it holds other data too). A score takes about 130 bytes of Redis memory
-(measured: docs/benchmarks/serve_scaling.md), so ``maxmemory 256mb`` holds about two million.
+``volatile-lru`` when it holds other data too). A score takes about 220 bytes of Redis memory
+(measured: docs/benchmarks/serve_scaling.md), so ``maxmemory 256mb`` holds about 1.2 million.
 
 **A Redis that fails never fails a ranking.** A lookup waits at most ``timeout`` seconds and at
 most ``deadline_share`` of the time the request has left; past that, or on any connection,
 protocol or authentication error, the lookup raises
 :class:`~llmrerank.errors.CacheUnavailable` and the funnel ranks without the cache
-(``Ranking.info["cache"] == "unavailable"``). The first failure logs one warning; then the
+(``Ranking.info["cache"] == "unavailable"``). A timeout counts as a failure when the lookup
+had at least 5 ms (a request with almost no time left proves nothing about Redis). The first
+failure logs one warning; then the
 cache is skipped without a network call for ``retry_after`` seconds, after which one request
 probes it; the first success logs that Redis is back. Writes run in the background
 (:meth:`aput_many` never raises). A value that is not a finite float (a corrupt or foreign key)
