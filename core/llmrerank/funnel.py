@@ -624,8 +624,10 @@ class Funnel:
         wanted = [texts[i] for i in todo]
         aget = getattr(cache, "aget_many", None)
         try:
-            if aget is not None:
-                hits = await aget(fp, state.query, wanted, deadline=dl)
+            if aget is not None:  # the cache bounds its own wait; the deadline is a backstop
+                hits = await asyncio.wait_for(
+                    aget(fp, state.query, wanted, deadline=dl), timeout=dl.timeout()
+                )
             else:
                 hits = cache.get_many(fp, state.query, wanted)
             if len(hits) != len(todo):
@@ -633,8 +635,10 @@ class Funnel:
         except CacheUnavailable:  # the cache logged it, once per outage
             state.info["cache"] = "unavailable"
             return
-        except Exception as exc:  # a broken cache must never break ranking
-            logger.warning("score cache lookup failed (%s); continuing without it", exc)
+        except (asyncio.TimeoutError, Exception) as exc:  # a broken cache never breaks ranking
+            logger.warning(
+                "score cache lookup failed (%s); continuing without it", type(exc).__name__
+            )
             state.info["cache"] = "error"
             return
         state.info["cache"] = "ok"
