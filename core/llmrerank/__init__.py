@@ -7,11 +7,12 @@ a hard deadline, graceful degradation and progressive results. Start with
 
 from .breaker import CircuitBreaker
 from .budget import Deadline, LatencyEstimate
-from .cache import MemoryScoreCache, ScoreCache, SQLiteScoreCache
+from .cache import AsyncScoreCache, MemoryScoreCache, ScoreCache, SQLiteScoreCache
 from .errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
+    CacheUnavailable,
     CircuitOpen,
     ConfigError,
     InputError,
@@ -32,10 +33,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
+    "AsyncScoreCache",
     "BM25Scorer",
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
+    "CacheUnavailable",
     "Candidate",
     "CircuitBreaker",
     "CircuitOpen",

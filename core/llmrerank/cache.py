@@ -2,7 +2,12 @@
 
 A cached score never crosses models or prompt versions: the fingerprint is part of the key.
 :class:`MemoryScoreCache` lives in one process; :class:`SQLiteScoreCache` is a file that
-several processes can share.
+several processes can share; :class:`~llmrerank.cache_redis.RedisScoreCache` (``llmrerank[redis]``)
+is shared by processes on several machines.
+
+A cache over the network also implements :class:`AsyncScoreCache`: the funnel then awaits its
+lookup under a timeout taken from the request's deadline and stores new scores in the
+background, so a slow cache never blocks the event loop nor delays a ranking.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-__all__ = ["MemoryScoreCache", "SQLiteScoreCache", "ScoreCache", "cache_key"]
+if TYPE_CHECKING:
+    from .budget import Deadline
+
+__all__ = ["AsyncScoreCache", "MemoryScoreCache", "SQLiteScoreCache", "ScoreCache", "cache_key"]
 
 logger = logging.getLogger("llmrerank")
 
@@ -46,6 +54,24 @@ class ScoreCache(Protocol):
     ) -> list[float | None]: ...
 
     def put_many(
+        self, fingerprint: str, query: str, texts: Sequence[str], scores: Sequence[float]
+    ) -> None: ...
+
+
+@runtime_checkable
+class AsyncScoreCache(ScoreCache, Protocol):
+    """A :class:`ScoreCache` with awaitable batch operations, for caches over the network.
+
+    ``aget_many`` takes the request's deadline and bounds its own wait by it; it raises
+    :class:`~llmrerank.errors.CacheUnavailable` when the cache cannot answer in time (the funnel
+    then ranks without it). ``aput_many`` never raises; the funnel runs it in the background.
+    """
+
+    async def aget_many(
+        self, fingerprint: str, query: str, texts: Sequence[str], *, deadline: Deadline
+    ) -> list[float | None]: ...
+
+    async def aput_many(
         self, fingerprint: str, query: str, texts: Sequence[str], scores: Sequence[float]
     ) -> None: ...
 

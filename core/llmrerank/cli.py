@@ -105,6 +105,19 @@ def _cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0 if all(result["targets"].values()) else 1
     from ._optional import require
 
+    if args.target == "serve":
+        from .bench_serve import run_serve_bench
+
+        dataset = getattr(args, "dataset", None)
+        result = run_serve_bench(
+            Path(args.out),
+            dataset=Path(dataset) if dataset else None,
+            duration=args.duration,
+            concurrency=args.concurrency,
+            command=command,
+        )
+        print((Path(args.out) / "serve_scaling.md").read_text())
+        return 0 if result["valid"] else 1
     if args.target == "calibrate":
         cal = require("llmrerank.eval.calibrate", extra="bench", feature="llmrerank bench")
         datasets = ([args.dataset] if getattr(args, "dataset", None) else []) + list(
@@ -162,16 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="benchmarks: 'engine' (overhead, deadlines), quality, 'calibrate' (relevance "
-        "scores in [0, 1]), 'fusion' (the fast stage's fusion and the LLM weight, see "
-        "llmrerank bench fusion --help) or 'llm-speed' (every LLM backend on one workload, see "
+        "scores in [0, 1]), 'serve' (1 and 2 workers, the Redis cache, Redis outages), "
+        "'fusion' (the fast stage's fusion and the LLM weight, see llmrerank bench fusion "
+        "--help) or 'llm-speed' (every LLM backend on one workload, see "
         "llmrerank bench llm-speed --help)",
     )
     b.add_argument(
-        "target", nargs="?", default="quality", choices=["engine", "quality", "calibrate"]
+        "target",
+        nargs="?",
+        default="quality",
+        choices=["engine", "quality", "calibrate", "serve"],
     )
     b.add_argument("--out", default="docs/benchmarks", help="directory for the result files")
     b.add_argument("--requests", type=int, default=300, help="engine: requests per measurement")
     b.add_argument("--deadline", type=float, default=0.5, help="engine: deadline in seconds")
+    b.add_argument(
+        "--duration", type=float, default=8.0, help="serve: seconds of load per measurement"
+    )
+    b.add_argument("--concurrency", type=int, default=8, help="serve: clients in the closed loop")
     b.add_argument(
         "--calib-dataset",
         action="append",

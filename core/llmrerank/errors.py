@@ -6,6 +6,8 @@
     ├── InputError            bad call arguments (empty query, duplicate ids, ...); also a ValueError
     ├── ConfigError           a setting that cannot work (label set, preset name, ...); also a ValueError
     │   └── MissingExtraError an optional dependency is absent; names the extra to install
+    ├── CacheUnavailable      a shared score cache (Redis) is down, slow or garbled; the funnel
+    │                         ranks without it and never raises this
     └── BackendError          a scorer failed; the funnel degrades instead of raising it
         ├── BackendTimeout    the backend did not answer before the deadline
         ├── BackendUnavailable connection refused, 5xx, a dead process
@@ -23,6 +25,7 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
+    "CacheUnavailable",
     "CircuitOpen",
     "ConfigError",
     "InputError",
@@ -56,6 +59,15 @@ class MissingExtraError(ConfigError, ImportError):
         )
         self.extra = extra
         self.package = package
+
+
+class CacheUnavailable(LLMRerankError):
+    """A score cache could not answer in time (down, slow, garbled); the lookup is skipped.
+
+    Raised by :meth:`~llmrerank.cache_redis.RedisScoreCache.aget_many` (which has already logged
+    the outage once); the funnel catches it, ranks without the cache and says so in
+    ``Ranking.info["cache"]``.
+    """
 
 
 class BackendError(LLMRerankError):

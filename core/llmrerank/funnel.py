@@ -20,7 +20,7 @@ from ._sync import run_sync
 from .breaker import CircuitBreaker
 from .budget import Deadline, LatencyEstimate, choose_k
 from .cache import ScoreCache
-from .errors import BackendError, CircuitOpen, InputError
+from .errors import BackendError, CacheUnavailable, CircuitOpen, InputError
 from .prompts import instruction_scope
 from .scorers.base import Scorer, scorer_batch_size, scorer_concurrency
 from .scorers.retriever_fusion import RetrieverFusionScorer
@@ -43,6 +43,9 @@ MAX_INSTRUCTION_CHARS = 2_000
 
 _ASSEMBLY_MARGIN = 0.005
 """Seconds kept back from the deadline to fuse and build the final ranking."""
+
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+"""Background cache writes in flight (held so they are not collected mid-way)."""
 
 _CONTROL = {c: " " for c in range(32) if chr(c) not in "\n\t"} | {127: " "}
 
@@ -134,6 +137,8 @@ class _State:
     window: list[int] = field(default_factory=list)
     llm: dict[int, float] = field(default_factory=dict)
     cached: set[int] = field(default_factory=set)
+    to_store: list[int] = field(default_factory=list)
+    """New LLM scores for an async cache, written in one batch when the LLM stage ends."""
     settled: set[int] = field(default_factory=set)
     """Window candidates whose LLM answer came back unusable (malformed, refused): done, unscored."""
     reasons: list[str] = field(default_factory=list)
@@ -541,14 +546,7 @@ class Funnel:
         todo = list(state.window)
 
         if self.cache is not None:
-            try:
-                hits = self.cache.get_many(fp, state.query, [texts[i] for i in todo])
-                for i, s in zip(todo, hits, strict=True):
-                    if s is not None:
-                        state.llm[i] = s
-                        state.cached.add(i)
-            except Exception as exc:  # a broken cache must never break ranking
-                logger.warning("score cache lookup failed (%s); continuing without it", exc)
+            await self._cache_lookup(state, texts, todo, fp, dl)
             state.info["cache_hits"] = len(state.cached)
             state.info["cache_misses"] = len(todo) - len(state.cached)
             todo = [i for i in todo if i not in state.cached]
@@ -610,6 +608,7 @@ class Funnel:
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+            self._store_in_background(state, texts, fp)
         if pending:
             state.reason("deadline")
             logger.info(
@@ -618,6 +617,56 @@ class Funnel:
                 len(state.window),
             )
         state.timings["llm"] = time.monotonic() - t0
+
+    async def _cache_lookup(
+        self, state: _State, texts: list[str], todo: list[int], fp: str, dl: Deadline
+    ) -> None:
+        """Cache hits into ``state``. An async cache (Redis) is awaited under a timeout taken
+        from the deadline; whatever a cache does, ranking goes on (``info["cache"]`` says how
+        the lookup went: ``ok``, ``unavailable`` or ``error``)."""
+        cache = self.cache
+        assert cache is not None
+        wanted = [texts[i] for i in todo]
+        aget = getattr(cache, "aget_many", None)
+        try:
+            if aget is not None:  # the cache bounds its own wait; the deadline is a backstop
+                hits = await asyncio.wait_for(
+                    aget(fp, state.query, wanted, deadline=dl), timeout=dl.timeout()
+                )
+            else:
+                hits = cache.get_many(fp, state.query, wanted)
+            if len(hits) != len(todo):
+                raise ValueError(f"{len(hits)} answers for {len(todo)} lookups")
+        except CacheUnavailable:  # the cache logged it, once per outage
+            state.info["cache"] = "unavailable"
+            return
+        except (asyncio.TimeoutError, Exception) as exc:  # a broken cache never breaks ranking
+            logger.warning(
+                "score cache lookup failed (%s); continuing without it", type(exc).__name__
+            )
+            state.info["cache"] = "error"
+            return
+        state.info["cache"] = "ok"
+        for i, s in zip(todo, hits, strict=True):
+            if s is not None:
+                state.llm[i] = s
+                state.cached.add(i)
+
+    def _store_in_background(self, state: _State, texts: list[str], fp: str) -> None:
+        """One batched write of the request's new scores to an async cache; the ranking does
+        not wait for it (also when the request was cancelled: what was scored is kept)."""
+        cache = self.cache
+        if cache is None or not state.to_store:
+            return
+        landed, state.to_store = state.to_store, []
+        aput = getattr(cache, "aput_many", None)
+        if aput is None:
+            return
+        task = asyncio.ensure_future(
+            aput(fp, state.query, [texts[i] for i in landed], [state.llm[i] for i in landed])
+        )
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
 
     def _collect(self, state: _State, task: asyncio.Future[Any], texts: list[str]) -> bool:
         """Record one finished chunk; returns whether any score landed."""
@@ -655,7 +704,9 @@ class Funnel:
         if bad:
             state.reason("malformed_output")
             logger.warning("LLM scorer returned %d non-finite score(s); treated as unscored", bad)
-        if landed and self.cache is not None and self.llm is not None:
+        if landed and self.cache is not None and hasattr(self.cache, "aput_many"):
+            state.to_store.extend(landed)
+        elif landed and self.cache is not None and self.llm is not None:
             try:
                 self.cache.put_many(
                     self.llm.fingerprint,

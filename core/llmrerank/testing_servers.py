@@ -5,6 +5,8 @@
   ``/v1/chat/completions`` either correctly (scores from word overlap, instantly) or with a
   scripted fault: slow, 5xx, 429 with ``Retry-After``, garbage JSON, missing logprobs, a
   dropped connection. It counts requests and clients that hung up before the answer.
+- :class:`RedisServer`: Debian's ``redis-server`` on a free loopback port with no persistence,
+  for the shared score cache's tests and benchmark; it can be killed and restarted on its port.
 - :class:`ManagedServer`: a model server in a subprocess on a free port (llama-cpp-python's or
   vLLM's OpenAI-compatible server), waited for until it answers, stopped (its process group)
   afterwards. :func:`llama_cpp_server` and :func:`vllm_server` build the command lines.
@@ -21,10 +23,12 @@ import math
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +40,7 @@ __all__ = [
     "Fault",
     "FaultServer",
     "ManagedServer",
+    "RedisServer",
     "free_port",
     "llama_cpp_server",
     "vllm_server",
@@ -415,6 +420,136 @@ class ManagedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RedisServer:
+    """``redis-server`` on 127.0.0.1: a free port, no persistence (no RDB, no AOF), in its own
+    process group, stopped afterwards. :meth:`kill` crashes it (SIGKILL), :meth:`start` again
+    brings it back, empty, on the same port.
+
+    Args:
+        port: 0 for a free port.
+        password: ``requirepass`` (the URL then carries no password: pass it apart).
+        maxmemory: e.g. ``"64mb"``, with ``allkeys-lru`` eviction.
+        executable: the server binary (``scripts/setup.sh`` installs Debian's ``redis-server``).
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        password: str | None = None,
+        maxmemory: str | None = None,
+        executable: str = "redis-server",
+    ) -> None:
+        self.port = port or free_port()
+        self.password = password
+        self.maxmemory = maxmemory
+        self.executable = executable
+        self.process: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.mkdtemp(prefix="llmrerank-redis-")
+        self.log_path = Path(self._dir) / "redis.log"
+
+    @staticmethod
+    def available(executable: str = "redis-server") -> bool:
+        return shutil.which(executable) is not None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def argv(self) -> list[str]:
+        argv = [
+            self.executable,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir,
+            "--logfile", str(self.log_path),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if self.password:
+            argv += ["--requirepass", self.password]
+        if self.maxmemory:
+            argv += ["--maxmemory", self.maxmemory, "--maxmemory-policy", "allkeys-lru"]
+        return argv
+
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        if shutil.which(self.executable) is None:
+            raise RuntimeError(
+                f"{self.executable} not found; install Debian's redis-server (scripts/setup.sh)"
+            )
+        self.process = subprocess.Popen(
+            self.argv(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited while starting:\n{self.log_tail()}")
+            if self.ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer within {timeout:.0f} s")
+
+    def ping(self) -> bool:
+        import redis
+
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=0.5
+        )
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def client(self) -> Any:
+        """A blocking ``redis.Redis`` client of this server (for tests)."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill: no goodbye to the clients."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def llama_cpp_server(

@@ -104,10 +104,12 @@ def test_public_surface_is_pinned():
     assert sorted(llmrerank.__all__) == sorted(
         [
             "PRESETS",
+            "AsyncScoreCache",
             "BM25Scorer",
             "BackendError",
             "BackendTimeout",
             "BackendUnavailable",
+            "CacheUnavailable",
             "Candidate",
             "CircuitBreaker",
             "CircuitOpen",

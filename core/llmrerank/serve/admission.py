@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 __all__ = ["Admission", "Overloaded"]
@@ -36,6 +36,12 @@ class Admission:
         self._slots = asyncio.Semaphore(max_concurrent)
         self.running = 0
         self.queued = 0
+        self.on_change: Callable[[int, int], None] | None = None
+        """Called with (running, queued) after each change (the metrics' gauges)."""
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.running, self.queued)
 
     async def acquire(self) -> float:
         """Wait for a slot; returns the seconds spent waiting. Raises :class:`Overloaded` at
@@ -44,16 +50,22 @@ class Admission:
             raise Overloaded(self.running, self.queued, self.retry_after)
         t0 = time.monotonic()
         self.queued += 1
+        self._changed()
         try:
             await self._slots.acquire()
-        finally:
+        except BaseException:
             self.queued -= 1
+            self._changed()
+            raise
+        self.queued -= 1
         self.running += 1
+        self._changed()
         return time.monotonic() - t0
 
     def release(self) -> None:
         self.running -= 1
         self._slots.release()
+        self._changed()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[float]:

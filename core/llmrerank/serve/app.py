@@ -9,8 +9,10 @@ with a :class:`~llmrerank.testing.ScriptedScorer`); without one it builds
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
@@ -31,7 +33,7 @@ from fastapi.staticfiles import StaticFiles  # noqa: E402
 from sse_starlette import EventSourceResponse, ServerSentEvent  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
-from ..cache import MemoryScoreCache  # noqa: E402
+from ..cache import MemoryScoreCache, ScoreCache, SQLiteScoreCache  # noqa: E402
 from ..calibration import relevance_scores  # noqa: E402
 from ..errors import ConfigError, InputError, LLMRerankError  # noqa: E402
 from ..funnel import Funnel  # noqa: E402
@@ -54,7 +56,7 @@ from .schemas import (  # noqa: E402
 )
 from .settings import ServeSettings  # noqa: E402
 
-__all__ = ["ServerState", "build_funnel", "create_app"]
+__all__ = ["ServerState", "build_cache", "build_funnel", "cache_status", "create_app", "worker_app"]
 
 logger = logging.getLogger("llmrerank")
 
@@ -68,6 +70,7 @@ _ENDPOINTS = frozenset(
     {
         "/",
         "/healthz",
+        "/readyz",
         "/metrics",
         "/v1/rerank",
         "/v1/rerank/stream",
@@ -139,6 +142,10 @@ class ServerState:
 def _build_llm(settings: ServeSettings) -> Scorer | None:
     if settings.llm == "none":
         return None
+    if settings.llm == "scripted":
+        from ..testing import ScriptedScorer
+
+        return ScriptedScorer(latency=settings.scripted_latency, name="serve")
     if settings.llm == "openai":
         if not settings.llm_endpoints or not settings.llm_model:
             raise ConfigError(
@@ -176,9 +183,62 @@ def build_funnel(settings: ServeSettings) -> Funnel:
         overrides["deadline"] = settings.deadline
     if settings.k is not None:
         overrides["k"] = settings.k
-    if settings.cache_size > 0:
-        overrides["cache"] = MemoryScoreCache(settings.cache_size)
+    cache = build_cache(settings)
+    if cache is not None:
+        overrides["cache"] = cache
     return get_preset(settings.preset).build(llm=_build_llm(settings), **overrides)
+
+
+def build_cache(settings: ServeSettings) -> ScoreCache | None:
+    """The score cache the settings name: in memory, a SQLite file, a shared Redis, or none."""
+    where = settings.score_cache
+    if where == "none" or (where == "memory" and settings.cache_size == 0):
+        return None
+    if where == "memory":
+        return MemoryScoreCache(settings.cache_size)
+    if where.startswith("sqlite://"):
+        path = where[len("sqlite://") :]
+        if not path:
+            raise ConfigError("cache = 'sqlite:///path/to/file.db' needs a path")
+        return SQLiteScoreCache(path)
+    module = require("llmrerank.cache_redis", extra="redis", feature="the Redis score cache")
+    cache: ScoreCache = module.RedisScoreCache(
+        where,
+        password=settings.cache_password,
+        prefix=settings.cache_prefix,
+        ttl=settings.cache_ttl or None,
+        timeout=settings.cache_timeout,
+    )
+    return cache
+
+
+def cache_status(cache: ScoreCache | None) -> dict[str, Any] | None:
+    """What ``/healthz`` says of the score cache (never a password)."""
+    if cache is None:
+        return None
+    status = getattr(cache, "status", None)
+    if callable(status):
+        answer: dict[str, Any] = status()
+        return answer
+    if isinstance(cache, MemoryScoreCache):
+        return {"backend": "memory", "entries": len(cache), "max_entries": cache.max_entries}
+    if isinstance(cache, SQLiteScoreCache):
+        return {"backend": "sqlite", "path": str(cache.path), "available": cache.available}
+    return {"backend": type(cache).__name__}
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``--workers`` process: the settings come from the parent through the
+    environment (:data:`llmrerank.serve.cli.WORKER_SETTINGS_ENV`); the funnel and its model are
+    built and loaded in this process's start-up, before it accepts connections."""
+    from .cli import WORKER_SETTINGS_ENV, configure_logging
+
+    raw = os.environ.get(WORKER_SETTINGS_ENV)
+    if not raw:
+        raise ConfigError(f"worker_app needs the settings in ${WORKER_SETTINGS_ENV}")
+    settings = ServeSettings.model_validate_json(raw)
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 class _BodyLimit:
@@ -290,6 +350,7 @@ def create_app(
         admission=Admission(settings.max_concurrent, settings.max_queued, settings.retry_after),
         metrics=ServerMetrics(),
     )
+    state.admission.on_change = state.metrics.set_load
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -302,11 +363,30 @@ def create_app(
             state.corpus = await asyncio.to_thread(
                 DemoCorpus.from_stdlib, settings.demo_corpus_size
             )
+        ping = getattr(state.funnel.cache, "aget_many", None)
+        if ping is not None:  # a shared cache: say at start-up whether it answers
+            from ..budget import Deadline
+            from ..errors import CacheUnavailable
+
+            # a failure is logged by the cache, once; requests rank without it until it is back
+            with contextlib.suppress(CacheUnavailable):
+                await ping("llmrerank:ping", "ping", ["ping"], deadline=Deadline.after(1.0))
         state.ready = True
-        logger.info("llmrerank serve ready: %r", state.funnel)
+        state.metrics.worker_up()
+        logger.info(
+            "llmrerank serve ready (pid %d): %r, cache %s",
+            os.getpid(),
+            state.funnel,
+            (cache_status(state.funnel.cache) or {}).get("backend", "none"),
+        )
         yield
+        state.ready = False
         for task in list(state.streams):
             task.cancel()
+        aclose = getattr(state.funnel.cache, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        state.metrics.worker_down()
 
     app = FastAPI(
         title="llmrerank",
@@ -480,13 +560,24 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             "running": state.admission.running,
             "queued": state.admission.queued,
             "demo_corpus": len(state.corpus) if state.corpus else 0,
+            "cache": cache_status(f.cache) if f else None,
+            "pid": os.getpid(),
+            "workers": s.workers,
         }
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """200 once this process has its funnel and model loaded; 503 while starting or
+        stopping (a load balancer's readiness check). The score cache does not count: without
+        it the service still ranks."""
+        if not state.ready:
+            return _error(503, "starting", "not ready: starting or shutting down")
+        return _JSON({"ready": True, "pid": os.getpid()})
 
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text format."""
-        state.metrics.running.set(state.admission.running)
-        state.metrics.queued.set(state.admission.queued)
+        state.metrics.set_load(state.admission.running, state.admission.queued)
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     def rerank_input(req: RerankRequest) -> tuple[Funnel, float | None, list[Candidate]]:
