@@ -328,24 +328,40 @@ async def run_speed(
             except Exception as exc:  # a missing environment: the row says so
                 logger.warning("%s did not start: %s", label, exc)
                 continue
-            s = OpenAILLMScorer(server.url, "smollm2", method="query_likelihood")
+            s = OpenAILLMScorer(
+                server.url, "smollm2", method="query_likelihood", request_timeout=600.0
+            )
             scorers[label], backends[label] = s, "server"
             settings[label] = {"url": server.url, "argv": server.argv}
     order = list(scorers)
     seconds: dict[str, list[float]] = {n: [] for n in order}
     scores: dict[str, list[list[float | None]]] = {n: [] for n in order}
     texts_n = tokens = 0
+    failed: dict[str, str] = {}
     with stack:
         warm = workload[0]
         for n in order:
-            await _timed(scorers[n], warm["query"], warm["texts"][:8])
+            try:
+                await _timed(scorers[n], warm["query"], warm["texts"][:8])
+            except Exception as exc:  # one backend failing must not lose the others' rows
+                logger.warning("%s failed on the warm-up: %r", n, exc)
+                failed[n] = repr(exc)
+        order = [n for n in order if n not in failed]
         for i, item in enumerate(workload[1:]):
             texts_n += len(item["texts"])
             tokens += _prompt_tokens(ref, item["query"], item["texts"])
             for n in order[i % len(order) :] + order[: i % len(order)]:
-                sec, sc = await _timed(scorers[n], item["query"], item["texts"])
+                if n in failed:
+                    continue
+                try:
+                    sec, sc = await _timed(scorers[n], item["query"], item["texts"])
+                except Exception as exc:
+                    logger.warning("%s failed: %r", n, exc)
+                    failed[n] = repr(exc)
+                    continue
                 seconds[n].append(sec)
                 scores[n].append(sc)
+    order = [n for n in order if n not in failed]
     rows = [_row(n, backends[n], seconds[n], texts_n, tokens, settings[n]) for n in order]
     refname = FLOAT32 if FLOAT32 in scores else order[0]
     for row in rows:
@@ -360,7 +376,7 @@ async def run_speed(
             row["speedup_vs_earlier_defaults"] = round(
                 row["candidates_per_s"] / old["candidates_per_s"], 2
             )
-    return {"rows": rows, "reference": refname}
+    return {"rows": rows, "reference": refname, "failed": failed}
 
 
 async def run_loaded(workload: list[dict[str, Any]], hogs: int) -> dict[str, Any]:
@@ -532,6 +548,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             "| Spearman vs float32 | prefix cache |",
             "|---|---|---|---|---|---|---|",
         ]
+        for name, err in speed.get("failed", {}).items():
+            lines.insert(len(lines) - 2, f"Failed, no row: {name}: `{err[:200]}`\n")
         for r in speed["rows"]:
             lines.append(
                 f"| {r['name']} | {r['candidates_per_s']} | {r['tokens_per_s']} | "
