@@ -328,10 +328,10 @@ async def run_speed(
             except Exception as exc:  # a missing environment: the row says so
                 logger.warning("%s did not start: %s", label, exc)
                 continue
-            s = OpenAILLMScorer(
+            scorers[label] = OpenAILLMScorer(
                 server.url, "smollm2", method="query_likelihood", request_timeout=600.0
             )
-            scorers[label], backends[label] = s, "server"
+            backends[label] = "server"
             settings[label] = {"url": server.url, "argv": server.argv}
     order = list(scorers)
     seconds: dict[str, list[float]] = {n: [] for n in order}
