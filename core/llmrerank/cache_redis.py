@@ -254,9 +254,14 @@ class RedisScoreCache:
         else:
             logger.debug("Redis score cache %s still unavailable (%s)", self.url, what[:200])
 
-    def _succeeded(self) -> None:
+    def _succeeded(self, started: float) -> None:
+        """An operation that began at ``started`` answered. One that began before the outage
+        was declared (an answer already in flight when Redis died) proves nothing: under load
+        it made the cache flap between "back" and "unavailable"."""
         with self._lock:
             since = self._down_since
+            if since is not None and started < since:
+                return
             self._down_since = None
         if since is not None:
             logger.warning(
@@ -350,6 +355,7 @@ class RedisScoreCache:
         if budget < 0.0005:
             raise CacheUnavailable("no time left for a cache lookup")
         keys = [self.key(fingerprint, query, t) for t in texts]
+        started = time.monotonic()
         try:
             raw = await asyncio.wait_for(self._async_client().mget(keys), timeout=budget)
             out = self._decode(keys, raw)
@@ -358,11 +364,13 @@ class RedisScoreCache:
                 self._failed(exc, "lookup")
             else:  # the request had almost no time left: not a sign of an outage
                 self._release_probe()
-            raise CacheUnavailable(f"Redis lookup took longer than {budget * 1000:.1f} ms") from None
+            raise CacheUnavailable(
+                f"Redis lookup took longer than {budget * 1000:.1f} ms"
+            ) from None
         except Exception as exc:  # connection, protocol, auth errors, garbage answers
             self._failed(exc, "lookup")
             raise CacheUnavailable(f"Redis lookup failed: {type(exc).__name__}") from None
-        self._succeeded()
+        self._succeeded(started)
         return out
 
     def _release_probe(self) -> None:
@@ -383,6 +391,7 @@ class RedisScoreCache:
             if not self._may_try():
                 return
             px = int(self.ttl * 1000) if self.ttl else None
+            started = time.monotonic()
             pipe = self._async_client().pipeline(transaction=False)
             for text, score in zip(texts, scores, strict=True):
                 pipe.set(self.key(fingerprint, query, text), self._encode(score), px=px)
@@ -394,7 +403,7 @@ class RedisScoreCache:
             finally:
                 with contextlib.suppress(Exception):
                     await pipe.reset()
-            self._succeeded()
+            self._succeeded(started)
         finally:
             if task is not None:
                 self._pending.discard(task)
@@ -425,12 +434,13 @@ class RedisScoreCache:
         if not self._may_try():
             return [None] * len(texts)
         keys = [self.key(fingerprint, query, t) for t in texts]
+        started = time.monotonic()
         try:
             out = self._decode(keys, self._sync_client().mget(keys))
         except Exception as exc:
             self._failed(exc, "lookup")
             return [None] * len(texts)
-        self._succeeded()
+        self._succeeded(started)
         return out
 
     def put_many(
@@ -440,6 +450,7 @@ class RedisScoreCache:
         if not texts or not self._may_try():
             return
         px = int(self.ttl * 1000) if self.ttl else None
+        started = time.monotonic()
         try:
             with self._sync_client().pipeline(transaction=False) as pipe:
                 for text, score in zip(texts, scores, strict=True):
@@ -448,7 +459,7 @@ class RedisScoreCache:
         except Exception as exc:
             self._failed(exc, "store")
             return
-        self._succeeded()
+        self._succeeded(started)
 
     def clear(self, fingerprint: str | None = None) -> int:
         """Delete this prefix's scores (or one scorer's); returns how many. Blocking (SCAN)."""

@@ -38,6 +38,7 @@ SNIPPET = textwrap.dedent(
     except Exception as exc:
         print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
         sys.exit(3)
+    compressor.get_funnel().llm.load()  # what a service does at start-up (docs/backends.md)
     out = compressor.compress_documents(docs, "how do wings create lift")
     print(json.dumps([d.metadata for d in out], default=str))
     """

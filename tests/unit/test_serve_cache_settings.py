@@ -71,9 +71,7 @@ def test_build_cache_for_each_kind(tmp_path: Path) -> None:
     assert isinstance(sqlite, SQLiteScoreCache) and sqlite.path == tmp_path / "s.db"
     pytest.importorskip("redis", reason="needs llmrerank[redis]")
     redis = build_cache(
-        ServeSettings(
-            score_cache="redis://:pw-123@10.0.0.1:6379/0", cache_prefix="x:", cache_ttl=0
-        )
+        ServeSettings(score_cache="redis://:pw-123@10.0.0.1:6379/0", cache_prefix="x:", cache_ttl=0)
     )
     status = cache_status(redis)
     assert status is not None and status["backend"] == "redis"

@@ -102,9 +102,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     cache.add_argument("--cache-size", type=int, help="LLM scores cached in memory (0: off)")
     cache.add_argument("--cache-prefix", help="prefix of the Redis keys (llmrerank:)")
     cache.add_argument("--cache-ttl", type=float, help="seconds a score stays in Redis (7 days)")
-    cache.add_argument(
-        "--cache-timeout", type=float, help="longest Redis lookup in seconds (0.05)"
-    )
+    cache.add_argument("--cache-timeout", type=float, help="longest Redis lookup in seconds (0.05)")
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-documents", type=int, help="documents per request (1000)")
     lim.add_argument("--max-chars-per-doc", type=int, help="characters per document (20000)")

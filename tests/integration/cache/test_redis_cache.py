@@ -50,7 +50,9 @@ async def test_scores_round_trip_bit_identical_in_one_mget(redis_server: RedisSe
     got = await cache.aget_many(FP, "q", [*DOCS, "not stored"], deadline=Deadline.after(1))
     assert _commandstat(redis_server, "mget") == mget_before + 1  # one round trip for 21 texts
     assert got[:-1] == scores and got[-1] is None
-    assert all(math.copysign(1, a) == math.copysign(1, b) for a, b in zip(got[:-1], scores, strict=True))  # type: ignore[arg-type]
+    assert all(
+        math.copysign(1, a) == math.copysign(1, b) for a, b in zip(got[:-1], scores, strict=True)
+    )  # type: ignore[arg-type]
     assert cache.get_many(FP, "q", DOCS[:2]) == scores[:2]  # the blocking path reads the same
     assert (cache.hits, cache.misses) == (22, 1)
     await cache.aclose()

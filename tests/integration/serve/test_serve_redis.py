@@ -135,8 +135,7 @@ def test_two_serve_processes_share_scores_through_redis(
         # summed over b's two workers, whichever one answered the scrape
         assert _metric(metrics, "llmrerank_workers") == 2
         assert (
-            _metric(metrics, "llmrerank_requests_total", endpoint="/v1/rerank", status="200")
-            == 6
+            _metric(metrics, "llmrerank_requests_total", endpoint="/v1/rerank", status="200") == 6
         )
         assert _metric(metrics, "llmrerank_cache_hits_total") == 6 * 20
         assert _metric(metrics, "llmrerank_rankings_total") == 6
@@ -171,7 +170,9 @@ def test_a_dead_worker_is_replaced_and_leaves_the_summed_metrics(tmp_path: Path)
         t0 = time.monotonic()
         while True:
             seen = {httpx.get(f"{serve.url}/healthz", timeout=5).json()["pid"] for _ in range(8)}
-            workers = _metric(httpx.get(f"{serve.url}/metrics", timeout=5).text, "llmrerank_workers")
+            workers = _metric(
+                httpx.get(f"{serve.url}/metrics", timeout=5).text, "llmrerank_workers"
+            )
             if victim not in seen and len(seen) == 2 and workers == 2:
                 break
             assert time.monotonic() - t0 < 60, (seen, workers, serve.output())
