@@ -684,6 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loaded.append(asyncio.run(run_loaded(workload, h)))
         if loaded:
             result["loaded"] = loaded
+        _write(result, args.out, args.name)  # the speed figures survive a stopped quality run
     if args.quality_datasets:
         paths = [_resolve(d) for d in args.quality_datasets.split(",") if d]
         result["quality"] = asyncio.run(
@@ -694,12 +695,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 variants=args.quality_variants.split(","),
             )
         )
-    result["load_after"] = _load()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    write_markdown(result, args.out / f"{args.name}.md")
+    _write(result, args.out, args.name)
     print((args.out / f"{args.name}.md").read_text())
     return 0
+
+
+def _write(result: dict[str, Any], out: Path, name: str) -> None:
+    result["load_after"] = _load()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_markdown(result, out / f"{name}.md")
 
 
 if __name__ == "__main__":
