@@ -195,12 +195,8 @@ class LlamaCppScorer:
         return float(mean_logprob((chosen - lse).tolist()) or 0.0)
 
     def _score(self, query: str, texts: list[str]) -> list[float | None]:
-        ref = self._ref
-        lm = ref._ensure_loaded()
-        query, _ = truncate_to_tokens(lm.tokenizer, query, ref.max_query_tokens)
-        kept = [truncate_to_tokens(lm.tokenizer, t, ref.max_text_tokens)[0] for t in texts]
-        _, items, target = ref._likelihood_inputs(lm, query, kept)
-        return [self._query_logprobs(it.ids, target) for it in items]
+        items, target = _ql_prompts(self._ref, query, texts)
+        return [self._query_logprobs(ids, target) for ids in items]
 
     async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline) -> Scores:
         return Scores(await run_on_compute_thread(self._score, query, list(texts)))
@@ -256,12 +252,20 @@ async def _timed(scorer: Any, query: str, texts: list[str]) -> tuple[float, list
     return seconds, scores
 
 
-def _prompt_tokens(ref: LocalLLMScorer, query: str, texts: list[str]) -> int:
+def _ql_prompts(
+    ref: LocalLLMScorer, query: str, texts: list[str]
+) -> tuple[list[list[int]], list[int]]:
+    """The token ids of ``ref``'s query-likelihood prompt for each text (its truncation rule
+    applied), and the query's ids: what every backend of the table is asked to score."""
     lm = ref._ensure_loaded()
     query, _ = truncate_to_tokens(lm.tokenizer, query, ref.max_query_tokens)
     kept = [truncate_to_tokens(lm.tokenizer, t, ref.max_text_tokens)[0] for t in texts]
-    _, items, _ = ref._likelihood_inputs(lm, query, kept)
-    return sum(len(it.ids) for it in items)
+    _, items, target = ref._likelihood_inputs(lm, query, kept)
+    return [it.ids for it in items], target
+
+
+def _prompt_tokens(ref: LocalLLMScorer, query: str, texts: list[str]) -> int:
+    return sum(len(ids) for ids in _ql_prompts(ref, query, texts)[0])
 
 
 def _row(
