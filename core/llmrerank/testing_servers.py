@@ -318,6 +318,28 @@ class FaultServer:
 # ---------------------------------------------------------------------- model servers
 
 
+def _log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a server's log, for the error when it does not come up."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop_group(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a server's process group, SIGKILL it if it is still there after ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
 class ManagedServer:
     """A server subprocess on 127.0.0.1: started, waited for, stopped with its process group.
 
@@ -397,23 +419,10 @@ class ManagedServer:
         return status_line.split(b" ")[1:2] == [b"200"]
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return _log_tail(self.log_path, lines)
 
     def stop(self) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        _stop_group(self.process, timeout=15)
 
     def __enter__(self) -> ManagedServer:
         return self.start()
@@ -517,10 +526,7 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return _log_tail(self.log_path, lines)
 
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill: no goodbye to the clients."""
@@ -531,15 +537,7 @@ class RedisServer:
             proc.wait(timeout=5)
 
     def stop(self) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        _stop_group(self.process, timeout=10)
 
     def close(self) -> None:
         self.stop()

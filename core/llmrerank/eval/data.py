@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,24 @@ def default_data_dir(start: str | os.PathLike[str] | None = None) -> Path | None
             candidate = parent.parent / "shared" / "data"
             return candidate if candidate.is_dir() else None
     return None
+
+
+def resolve_dataset(name: str | os.PathLike[str]) -> Path:
+    """A BEIR-layout folder: ``name`` itself when it is a folder, else ``name`` under
+    :func:`default_data_dir` (so ``cranfield`` finds ``../shared/data/cranfield``)."""
+    p = Path(name)
+    base = default_data_dir()
+    if not p.is_dir() and base is not None and (base / p).is_dir():
+        p = base / p
+    if not p.is_dir():
+        raise InputError(f"no BEIR-layout folder {str(name)!r} (nor under {base})")
+    return p
+
+
+def seeded_query_ids(judged: Sequence[str], count: int | None, rng: random.Random) -> list[str]:
+    """``count`` of the judged query ids drawn with ``rng``, in file order (all when ``count`` is
+    ``None`` or not smaller than their number)."""
+    if count is None or count >= len(judged):
+        return list(judged)
+    picked = set(rng.sample(list(judged), count))
+    return [q for q in judged if q in picked]

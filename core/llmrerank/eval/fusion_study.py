@@ -35,7 +35,7 @@ from ..budget import Deadline
 from ..scorers.bm25 import BM25Scorer
 from ..scorers.retriever_fusion import RetrieverFusionScorer, position_signal
 from ..scoring import Fusion, final_order
-from .data import Dataset, default_data_dir, load_beir
+from .data import Dataset, load_beir, resolve_dataset
 from .metrics import evaluate_rankings
 from .retrieval import make_retriever
 from .runner import BenchConfig, _load, _sample_queries, machine_info
@@ -401,13 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(words)
     logging.getLogger("bm25s").setLevel(logging.WARNING)
-    base = default_data_dir()
-    paths = []
-    for d in args.datasets:
-        p = Path(d)
-        if not p.is_dir() and base is not None:
-            p = base / d
-        paths.append(p)
+    paths = [resolve_dataset(d) for d in args.datasets]
     llm: Any = False if args.no_llm else None
     if args.dtype and not args.no_llm:
         from ..scorers.llm_local import LocalLLMScorer

@@ -57,7 +57,7 @@ from ..scorers._batching import run_on_compute_thread
 from ..scorers.base import Scores
 from ..scorers.llm_local import LocalLLMScorer, truncate_to_tokens
 from ..scoring import Fusion, mean_logprob
-from .data import Dataset, default_data_dir, load_beir
+from .data import Dataset, load_beir, resolve_dataset, seeded_query_ids
 from .metrics import evaluate_rankings
 from .retrieval import BM25Retriever
 from .runner import _load, machine_info
@@ -211,21 +211,8 @@ class LlamaCppScorer:
 # ---------------------------------------------------------------------------- workload
 
 
-def _resolve(name: str) -> Path:
-    p = Path(name)
-    base = default_data_dir()
-    if not p.is_dir() and base is not None:
-        p = base / name
-    if not p.is_dir():
-        raise SystemExit(f"no BEIR-layout folder {name!r}")
-    return p
-
-
 def _queries(dataset: Dataset, count: int, seed: int) -> list[str]:
-    judged = dataset.judged_query_ids
-    rng = random.Random(seed)
-    picked = set(rng.sample(judged, min(count, len(judged))))
-    return [q for q in judged if q in picked]
+    return seeded_query_ids(dataset.judged_query_ids, count, random.Random(seed))
 
 
 def speed_workload(dataset: Dataset, *, queries: int, k: int, seed: int) -> list[dict[str, Any]]:
@@ -649,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_before": _load(),
     }
     if not args.no_speed:
-        ds = load_beir(_resolve(args.speed_dataset))
+        ds = load_beir(resolve_dataset(args.speed_dataset))
         workload = speed_workload(ds, queries=args.speed_queries, k=args.k, seed=args.seed)
         speed = asyncio.run(
             run_speed(workload, servers=args.servers, llama_cpp=not args.no_llama_cpp)
@@ -690,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["loaded"] = loaded
         _write(result, args.out, args.name)  # the speed figures survive a stopped quality run
     if args.quality_datasets:
-        paths = [_resolve(d) for d in args.quality_datasets.split(",") if d]
+        paths = [resolve_dataset(d) for d in args.quality_datasets.split(",") if d]
         result["quality"] = asyncio.run(
             run_quality(
                 paths,

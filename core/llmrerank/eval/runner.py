@@ -48,7 +48,7 @@ from .arms import (
     RetrieverArm,
     TokenCounter,
 )
-from .data import Dataset, load_beir
+from .data import Dataset, load_beir, seeded_query_ids
 from .generation import LocalGenerator
 from .metrics import DEFAULT_METRICS, evaluate_rankings, latency_summary
 from .retrieval import BM25Retriever, make_retriever
@@ -391,11 +391,7 @@ def _sample_queries(dataset: Dataset, config: BenchConfig) -> tuple[list[str], s
     sample when the collection has one to spare."""
     judged = dataset.judged_query_ids
     rng = random.Random(config.seed)
-    if config.queries is None or config.queries >= len(judged):
-        chosen = list(judged)
-    else:
-        picked = set(rng.sample(judged, config.queries))
-        chosen = [q for q in judged if q in picked]
+    chosen = seeded_query_ids(judged, config.queries, rng)
     warm: str | None = None
     if config.warmup:
         spare = [q for q in judged if q not in set(chosen)]

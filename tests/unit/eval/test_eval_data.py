@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 from llmrerank.errors import InputError
-from llmrerank.eval.data import DATA_ENV, default_data_dir, load_beir
+from llmrerank.eval.data import (
+    DATA_ENV,
+    default_data_dir,
+    load_beir,
+    resolve_dataset,
+    seeded_query_ids,
+)
 
 
 def _write(root: Path, corpus: list[dict], queries: list[dict], qrels: str) -> Path:
@@ -83,3 +90,23 @@ def test_adi_figures_match_its_readme() -> None:
     ds = load_beir(data / "adi")
     assert (len(ds.corpus), len(ds.judged_query_ids)) == (82, 35)
     assert sum(len(v) for v in ds.qrels.values()) == 170
+
+
+def test_resolve_dataset_finds_a_name_under_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tiny").mkdir()
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert resolve_dataset("tiny") == tmp_path / "tiny"
+    assert resolve_dataset(tmp_path / "tiny") == tmp_path / "tiny"
+    with pytest.raises(InputError, match="'nowhere'"):
+        resolve_dataset("nowhere")
+
+
+def test_seeded_query_ids_keep_file_order_and_repeat_with_the_seed() -> None:
+    judged = [f"q{i}" for i in range(20)]
+    a = seeded_query_ids(judged, 5, random.Random(3))
+    assert a == seeded_query_ids(judged, 5, random.Random(3))
+    assert len(a) == 5 and a == sorted(a, key=judged.index)
+    assert seeded_query_ids(judged, None, random.Random(3)) == judged
+    assert seeded_query_ids(judged, 50, random.Random(3)) == judged
