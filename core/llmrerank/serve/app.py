@@ -410,6 +410,12 @@ def _version() -> str:
     return __version__
 
 
+def _cohere_status(request: Request, status: int) -> int:
+    """Cohere answers an invalid request with 400 (its SDK raises ``BadRequestError``), so its v2
+    route does too; the other routes keep 422."""
+    return 400 if status == 422 and request.url.path.rstrip("/").endswith("/v2/rerank") else status
+
+
 def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -443,16 +449,17 @@ def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
         text = "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5])
         if len(errors) > 5:
             text += f"; and {len(errors) - 5} more"
-        return _error(422, "invalid_request", f"invalid request: {text}", errors=items)
+        status = _cohere_status(request, 422)
+        return _error(status, "invalid_request", f"invalid request: {text}", errors=items)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return _error(exc.status, exc.kind, exc.message)
+        return _error(_cohere_status(request, exc.status), exc.kind, exc.message)
 
     @app.exception_handler(LLMRerankError)
     async def rerank_error(request: Request, exc: LLMRerankError) -> Response:
         if isinstance(exc, (InputError, ConfigError)):
-            return _error(422, "invalid_request", str(exc))
+            return _error(_cohere_status(request, 422), "invalid_request", str(exc))
         logger.warning("request failed with %s: %s", type(exc).__name__, exc)
         return _error(503, "backend_error", f"{type(exc).__name__}: {exc}")
 

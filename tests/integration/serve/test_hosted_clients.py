@@ -169,6 +169,70 @@ def test_v2_keeps_the_raw_scores_under_llmrerank(server: Any) -> None:
     assert [x["index"] for x in raw] == [int(i) for i in ranking.ids]
     assert [x["score"] for x in raw] == pytest.approx([x.score for x in ranking])
     assert body["llmrerank"]["funnel"] == "enterprise"
-    # v2 takes strings only: an object document is a clear 422
+    # v2 takes strings only: an object document is a clear 400, as Cohere answers an invalid request
     bad = httpx.post(f"{server.url}/v2/rerank", json={"query": QUERY, "documents": [{"text": "x"}]})
-    assert bad.status_code == 422 and "documents[0]" in bad.json()["message"]
+    assert bad.status_code == 400 and "documents[0]" in bad.json()["message"]
+    # an option llmrerank does not implement is refused by name, never ignored
+    spans = {"query": QUERY, "documents": DOCS, "relevant_spans": True}
+    bad = httpx.post(f"{server.url}/v2/rerank", json=spans)
+    assert bad.status_code == 400 and "relevant_spans" in bad.json()["message"]
+
+
+COHERE_LATEST = "cohere==7.3.1"
+_COHERE7_SCRIPT = """
+import json, sys
+import cohere
+assert cohere.__version__.startswith("7."), cohere.__version__
+url = sys.argv[1]
+v2 = cohere.ClientV2(api_key="unused", base_url=url).rerank(
+    model="rerank-v3.5", query=sys.argv[2], documents=json.loads(sys.argv[3]), top_n=3
+)
+v1 = cohere.Client(api_key="unused", base_url=url).rerank(
+    model="rerank-english-v3.0", query=sys.argv[2], documents=json.loads(sys.argv[3]), top_n=3
+)
+try:
+    cohere.ClientV2(api_key="unused", base_url=url).rerank(model="m", query="", documents=["x"])
+    error = None
+except cohere.BadRequestError as exc:
+    error = [exc.status_code, exc.body]
+print(json.dumps({
+    "version": cohere.__version__,
+    "v2": [[r.index, r.relevance_score] for r in v2.results],
+    "v2_id": v2.id,
+    "v1": [[r.index, r.relevance_score] for r in v1.results],
+    "error": error,
+}))
+"""
+
+
+@pytest.mark.slow
+def test_cohere_7_clients(server: Any, tmp_path: Any) -> None:
+    """The SDK's current major version (the one a new user gets; langchain-cohere pins the test
+    extra to cohere 5), installed by the test beside the venv's own packages."""
+    import json
+    import subprocess
+    import sys
+
+    target = tmp_path / "cohere7"
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+         COHERE_LATEST],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if pip.returncode != 0:
+        pytest.skip(f"pip could not install {COHERE_LATEST}: {pip.stderr[-500:]}")
+    run = subprocess.run(
+        [sys.executable, "-c", _COHERE7_SCRIPT, server.url, QUERY, json.dumps(DOCS)],
+        capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(target),
+        "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["version"].startswith("7.")
+    order, probs = _expected(3)
+    for api in ("v2", "v1"):
+        assert [i for i, _ in got[api]] == order, api
+        _check_scores([s for _, s in got[api]], probs)
+    assert got["v2_id"]
+    status, body = got["error"]
+    assert status == 400 and "query" in json.dumps(body).lower()
