@@ -74,6 +74,7 @@ def test_fingerprint_separates_method_template_and_quantisation():
         ({"quantize": "int4"}, "quantize"),
         ({"threads": 0}, "threads"),
         ({"min_label_mass": 1.5}, "min_label_mass"),
+        ({"attention": "flash"}, "attention"),
     ],
 )
 def test_bad_settings_raise_config_error_naming_the_setting(kwargs, needle):
@@ -213,6 +214,7 @@ def test_device_auto_is_the_cpu_without_cuda_and_a_requested_gpu_is_never_replac
         llm_local.resolve_device("tpu")
     cpu = LocalLLMScorer()
     assert (cpu.device, cpu.batch_size, cpu.micro_batch) == ("cpu", 8, 4)
+    assert cpu.attention == "eager"  # faster than SDPA with a padding mask on the CPU
     assert "+cuda" not in cpu.fingerprint
 
 
@@ -225,12 +227,28 @@ def test_on_cuda_the_whole_window_goes_in_one_pass_in_bfloat16(monkeypatch):
     gpu = LocalLLMScorer()  # device="auto"
     assert gpu.device == "cuda" and gpu.dtype == "bfloat16"
     assert gpu.batch_size == 64 and gpu.micro_batch == 64  # a k<=64 window: one forward pass
+    assert gpu.attention == "sdpa"
     assert ":bfloat16+cuda:" in gpu.fingerprint  # never shares cached scores with the CPU
     assert LocalLLMScorer(device="cuda:0", micro_batch=16).micro_batch == 16  # explicit wins
     cpu = LocalLLMScorer(device="cpu")
     assert cpu.dtype == "float32" and cpu.micro_batch == 4
     with pytest.raises(ConfigError, match="CPU only"):
         LocalLLMScorer(device="cuda", quantize="int8")
+
+
+def test_eager_and_sdpa_attention_score_alike_and_the_choice_reaches_the_model(tmp_path):
+    """Mechanics test on a tiny random model: the attention setting is what the loaded model
+    runs, and the two kernels agree (left padding included: texts of different lengths)."""
+    from llmrerank.testing import tiny_qwen3
+
+    model = tiny_qwen3(tmp_path / "tiny")
+    texts = ["a short text", "another text about rivers and lakes and wings", "wings and lift"]
+    got = {}
+    for impl in ("eager", "sdpa"):
+        s = LocalLLMScorer(model, dtype="float32", attention=impl, micro_batch=3)
+        got[impl] = list(s.score("wing lift", texts))
+        assert s._ensure_loaded().model.config._attn_implementation == impl
+    assert got["eager"] == pytest.approx(got["sdpa"], abs=1e-4)
 
 
 @pytest.mark.gpu

@@ -67,7 +67,7 @@ __all__ = ["LOCAL_VARIANTS", "LlamaCppScorer", "main", "spearman"]
 logger = logging.getLogger("llmrerank")
 
 OLD_DEFAULTS = "local: float32, 1 thread, micro_batch 1 (earlier defaults)"
-DEFAULT = "local: defaults (bfloat16 where native, threads auto, micro_batch 4)"
+DEFAULT = "local: defaults (bfloat16 where native, threads auto, micro_batch 4, eager attention)"
 FLOAT32 = "local: float32, 2 threads, micro_batch 4"
 
 LOCAL_VARIANTS: dict[str, dict[str, Any]] = {
@@ -84,6 +84,12 @@ LOCAL_VARIANTS: dict[str, dict[str, Any]] = {
         "micro_batch": 1,
     },
     DEFAULT: {},
+    "local: bfloat16, 2 threads, micro_batch 4, torch SDPA attention": {
+        "dtype": "bfloat16",
+        "threads": 2,
+        "micro_batch": 4,
+        "attention": "sdpa",
+    },
     "local: bfloat16, 2 threads, micro_batch 8": {
         "dtype": "bfloat16",
         "threads": 2,
@@ -413,7 +419,13 @@ async def run_loaded(workload: list[dict[str, Any]], hogs: int) -> dict[str, Any
 def _full(settings: dict[str, Any]) -> dict[str, Any]:
     """A variant's settings with the shipped defaults filled in, so ``variant`` resets what an
     earlier row changed."""
-    base = {"dtype": "auto", "threads": None, "micro_batch": 4, "quantize": None}
+    base = {
+        "dtype": "auto",
+        "threads": None,
+        "micro_batch": 4,
+        "quantize": None,
+        "attention": "auto",
+    }
     return {**base, **settings}
 
 
