@@ -108,6 +108,7 @@ QUALITY_VARIANTS: dict[str, dict[str, Any]] = {
     "float32": {"dtype": "float32", "threads": 2},
     "default": {},
     "int8": {"dtype": "float32", "quantize": "int8"},
+    "t128": {"max_text_tokens": 128},
 }
 
 
