@@ -577,7 +577,9 @@ async def arun_benchmark(
         "dataset": dataset.summary(),
         "machine": machine_info()
         | {
-            "torch_threads": _torch_threads(),
+            # the scorer's own choice (re-made per call on its compute thread); the main
+            # thread's torch.get_num_threads() says nothing about the threads that scored
+            "torch_threads": getattr(llm, "threads", None) or _torch_threads(),
             "load_average_start": load_start,
             "load_average_end": _load(),
             "peak_rss_mib_process": round(
