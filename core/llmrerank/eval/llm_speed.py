@@ -24,7 +24,8 @@ Rows:
 
 Agreement: the Spearman correlation, per query, of each row's scores with float32's.
 
-Quality (``--quality-datasets``): for float32 and each ``--quality-variants`` setting, nDCG@10 over
+Quality (``--quality-datasets``): for each ``--quality-variants`` setting (default
+``float32,default``; differences are against float32 when it is one of them), nDCG@10 over
 ``--quality-queries`` seeded queries per collection: BM25 top 50, the default fast stage, the LLM
 on the fast top 20, ranked by the LLM alone inside the window and fused at the enterprise preset's
 weight (0.6). Scores are computed once per variant and shared by the two rankings.

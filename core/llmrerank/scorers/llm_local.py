@@ -361,8 +361,8 @@ class LocalLLMScorer:
         max_text_tokens: each text is cut to its first ``max_text_tokens`` tokens.
         max_query_tokens: the query is cut to its first ``max_query_tokens`` tokens.
         micro_batch: texts per forward pass (padded to the longest of them). ``None``: 4 on the
-            CPU (on 2 cores in bfloat16 it ran 10.0-10.8 candidates/s against 2.8-4.8 for one text
-            per pass: ``llmrerank bench llm-speed``, docs/benchmarks/llm_speed.md); on CUDA the
+            CPU (on 2 Zen 5 cores in bfloat16 it ran 6.49 candidates/s against 4.81 for one text
+            per pass, 4.95 for 8: ``llmrerank bench llm-speed``, docs/benchmarks/llm_speed.md); on CUDA the
             whole call (``batch_size``).
         batch_size: texts per ``ascore`` call that the funnel sends. ``None``: 8 on the CPU
             (the deadline is checked between micro-batches, results arrive per call); on CUDA
