@@ -23,12 +23,21 @@ and 20 at w=0.6 (mean nDCG@10 0.3078 for the fast stage alone, 0.3210 at k=20, w
 (k=50) was not measured separately and uses 0.6. Another LLM may earn another weight: pass
 ``fusion=Fusion(llm_weight=...)`` and measure it with ``llmrerank bench fusion``.
 
+The embedded default LLM reads the first 128 tokens of each text under realtime and enterprise
+(``Preset.llm_text_tokens``) and 256 under research. Measured with ``llmrerank bench llm-speed``
+(docs/benchmarks/llm_t128.md, 30 seeded queries each): fused as the presets rank, the 128-token cut
+changed nDCG@10 by +0.0025 / +0.0003 / +0.0063 on cranfield / cisi / nfcorpus while scoring 1.3-1.5x
+faster, so the deadline presets score more of their window in time (by the LLM alone it lost
+-0.0117 / +0.0044 / -0.0078, so the scorer's own default stays 256). All variants share one
+loaded model.
+
 Every preset keeps the same guarantees: a complete ranking by the deadline (plus a few ms), every
 candidate exactly once, degradation flagged in provenance.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,8 +48,16 @@ from .scoring import Fusion
 if TYPE_CHECKING:
     from .funnel import Funnel
     from .scorers.base import Scorer
+    from .scorers.llm_local import LocalLLMScorer
 
-__all__ = ["PRESETS", "Preset", "default_llm_scorer", "get_preset"]
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "default_llm_scorer",
+    "get_preset",
+    "is_default_llm",
+    "reset_default_llm",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +71,15 @@ class Preset:
     fusion: Fusion
     description: str
     extra: dict[str, Any] = field(default_factory=dict)
+    llm_text_tokens: int | None = None
+    """How many tokens of each text the embedded default LLM reads under this preset (``None``:
+    the scorer's own default, 256). Used only when the preset builds its own LLM
+    (``llm="default"``); a scorer you pass keeps its settings."""
+
+    def default_llm(self) -> Scorer:
+        """The embedded default LLM as this preset runs it (its text cut applied); every preset's
+        variant shares one loaded model (:func:`default_llm_scorer`)."""
+        return default_llm_scorer(self.llm_text_tokens)
 
     def build(
         self,
@@ -90,7 +116,7 @@ class Preset:
                 f"unknown Funnel setting(s) for preset {self.name!r}: {sorted(unknown)}"
             )
         settings.update(overrides)
-        scorer = default_llm_scorer() if llm == "default" else llm
+        scorer = self.default_llm() if llm == "default" else llm
         return Funnel(fast=fast, llm=scorer, **settings)
 
     def with_(self, **changes: Any) -> Preset:
@@ -107,6 +133,7 @@ PRESETS: dict[str, Preset] = {
         concurrency=4,
         fusion=Fusion("interpolate", llm_weight=0.5),
         description="< 500 ms: budget-aware k, fast-stage order wherever the LLM runs out of time",
+        llm_text_tokens=128,
     ),
     "enterprise": Preset(
         name="enterprise",
@@ -117,6 +144,7 @@ PRESETS: dict[str, Preset] = {
         concurrency=8,
         fusion=Fusion("interpolate", llm_weight=0.6),
         description="< 3 s: funnel to the top 20, scored concurrently, fused with the fast stage",
+        llm_text_tokens=128,
     ),
     "research": Preset(
         name="research",
@@ -142,12 +170,40 @@ def get_preset(preset: str | Preset) -> Preset:
         ) from None
 
 
-@lru_cache(maxsize=1)
-def default_llm_scorer() -> Scorer:
-    """The embedded CPU default: SmolLM2-135M-Instruct via transformers (``llmrerank[local]``).
+def default_llm_scorer(text_tokens: int | None = None) -> Scorer:
+    """The embedded CPU default: SmolLM2-135M-Instruct via transformers (``llmrerank[local]``),
+    reading the first ``text_tokens`` tokens of each text (``None``: its default, 256).
 
-    One shared instance per process, so every preset, adapter and server reuses one loaded model.
+    One shared instance per process and cut, and one loaded model behind all of them
+    (:meth:`~llmrerank.scorers.llm_local.LocalLLMScorer.variant`), so every preset, adapter and
+    server reuses one model whichever preset loads it first.
     """
+    scorer = _shared_llm(text_tokens)
+    _DEFAULTS.add(scorer)
+    return scorer
+
+
+@lru_cache(maxsize=8)
+def _shared_llm(text_tokens: int | None) -> LocalLLMScorer:
     from .scorers.llm_local import LocalLLMScorer
 
-    return LocalLLMScorer()
+    if text_tokens is None:
+        return LocalLLMScorer()
+    base = _shared_llm(None)
+    if text_tokens == base.max_text_tokens:
+        return base
+    return base.variant(max_text_tokens=text_tokens)
+
+
+def reset_default_llm() -> None:
+    """Forget the shared embedded scorers (tests; the next call builds them anew)."""
+    _shared_llm.cache_clear()
+
+
+_DEFAULTS: weakref.WeakSet[LocalLLMScorer] = weakref.WeakSet()
+
+
+def is_default_llm(scorer: object) -> bool:
+    """Whether ``scorer`` is the embedded default (as some preset runs it): a funnel built on it
+    for another preset should run that preset's own variant (:meth:`Preset.default_llm`)."""
+    return scorer in _DEFAULTS

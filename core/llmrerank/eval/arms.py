@@ -491,11 +491,12 @@ class LangChainAdapterArm(Arm):
         if self.llm is not None:
             kwargs["llm"] = self.llm
         compressor = LLMRerankCompressor(**kwargs)
-        self.deadline = compressor.get_funnel().deadline
+        funnel = compressor.get_funnel()
+        self.deadline = funnel.deadline
         self._retriever = ContextualCompressionRetriever(
             base_compressor=compressor, base_retriever=_Candidates()
         )
-        load = getattr(self.llm, "load", None)
+        load = getattr(funnel.llm, "load", None)
         if callable(load):
             load()
 

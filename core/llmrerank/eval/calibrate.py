@@ -37,7 +37,7 @@ from ..calibration import (
     kind_of,
 )
 from ..errors import ConfigError
-from ..presets import PRESETS, get_preset
+from ..presets import PRESETS, get_preset, is_default_llm
 from ..scorers.base import Scorer
 from .data import load_beir
 from .retrieval import BM25Retriever
@@ -88,7 +88,9 @@ def _collect(config: CalibrateConfig, llm: Scorer) -> tuple[list[Point], list[di
         for name in config.presets:
             preset = get_preset(name)
             fast_only = preset.build(llm=None, deadline=None)
-            with_llm = preset.build(llm=llm, deadline=None, cache=cache)
+            # the embedded default as this preset runs it (its text cut)
+            own = preset.default_llm() if is_default_llm(llm) else llm
+            with_llm = preset.build(llm=own, deadline=None, cache=cache)
             for j, (qid, cs) in enumerate(zip(qids, cands, strict=True)):
                 rels = ds.qrels.get(qid, {})
                 held = j % 2

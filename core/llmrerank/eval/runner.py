@@ -31,7 +31,7 @@ import numpy as np
 from .._optional import require
 from .._sync import run_sync
 from ..errors import ConfigError, InputError
-from ..presets import PRESETS, get_preset
+from ..presets import PRESETS, get_preset, is_default_llm
 from ..scorers.base import Scorer
 from ..scoring import Fusion
 from ..types import Candidate
@@ -260,7 +260,8 @@ def build_arms(
                 )
             )
         elif name == "langchain-enterprise":
-            arms.append(LangChainAdapterArm("enterprise", llm))
+            # with the embedded default the adapter builds its own LLM, exactly as a user's does
+            arms.append(LangChainAdapterArm("enterprise", None if is_default_llm(llm) else llm))
         elif name in ("dense", "hybrid"):
             assert dense is not None
             arms.append(DenseArm(dense) if name == "dense" else HybridArm(dense))
@@ -317,7 +318,8 @@ def build_arms(
                 FunnelArm(
                     name,
                     build,
-                    llm,
+                    # the embedded default as the preset runs it (its text cut), as users get it
+                    preset.default_llm() if is_default_llm(llm) else llm,
                     description=f"Funnel.from_preset({preset_name!r}), {when}",
                     token_counter=token_counter,
                 )

@@ -294,6 +294,16 @@ class _Model:
     compute_lock: threading.Lock  # one forward pass at a time per model
 
 
+class _ModelCell:
+    """Where a loaded :class:`_Model` lives. Scorers made by :meth:`LocalLLMScorer.variant` with
+    the same model settings share one cell, so whichever of them scores first loads the weights
+    once for all of them (the presets' variants of the embedded default share it this way)."""
+
+    def __init__(self) -> None:
+        self.model: _Model | None = None
+        self.lock = threading.Lock()
+
+
 @dataclass(frozen=True)
 class _Loaded:
     """The model plus this scorer's per-model prompt facts."""
@@ -489,7 +499,7 @@ class LocalLLMScorer:
         }
         self._model_dir = None if model is None else Path(model).expanduser()
         self._model_id = self._identify(self._model_dir)
-        self._base: _Model | None = None
+        self._cell = _ModelCell()
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
         self._sec_per_token: float | None = None  # EWMA of forward seconds per padded token
@@ -563,44 +573,25 @@ class LocalLLMScorer:
             return self._loaded
 
     def variant(self, **changes: Any) -> LocalLLMScorer:
-        """A scorer with some settings changed (e.g. ``method="judgement"``). It shares this
-        scorer's loaded model when the model, dtype, quantisation and threads are unchanged, so
-        switching method or batching costs no second load."""
+        """A scorer with some settings changed (e.g. ``method="judgement"`` or
+        ``max_text_tokens=128``). It shares this scorer's model, loaded or not yet, when the
+        model, dtype, quantisation, threads, device and attention are unchanged: whichever of the
+        two scores first loads the weights once for both, so switching method, batching or text
+        cut costs no second load."""
         settings = {**self._settings, **changes}
         if changes.get("profile") is not None and "judgement" not in changes:
             settings["judgement"] = None
         other = LocalLLMScorer(**settings)
         same = ("model", "quantize", "threads", "dtype", "device", "attention")
-        if self._base is not None and all(settings[k] == self._settings[k] for k in same):
-            other._base = self._base
+        if all(settings[k] == self._settings[k] for k in same):
+            other._cell = self._cell
         return other
 
     def _load(self) -> _Loaded:
-        base = self._base
-        if base is None:
-            torch = require("torch", extra="local", feature="the local LLM scorer")
-            transformers = require("transformers", extra="local", feature="the local LLM scorer")
-            if self._model_dir is None:
-                from ..models import smollm2_path
-
-                model_dir = smollm2_path()
-            else:
-                model_dir = self._model_dir
-            t0 = time.monotonic()
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                str(model_dir), local_files_only=True
-            )
-            self._prompt_facts(tokenizer, str(model_dir))  # bad labels fail before the weights load
-            base = self._load_weights(torch, transformers, model_dir, tokenizer)
-            logger.info(
-                "loaded %s (%s%s) in %.1f s with %d torch threads",
-                model_dir,
-                self.dtype,
-                ", int8 linear layers" if self.quantize else "",
-                time.monotonic() - t0,
-                self.threads,
-            )
-            self._base = base
+        with self._cell.lock:
+            base = self._cell.model
+            if base is None:
+                base = self._cell.model = self._load_base()
         lead, label_ids, chat = self._prompt_facts(base.tokenizer, self._model_id)
         return _Loaded(
             base.torch,
@@ -613,6 +604,31 @@ class LocalLLMScorer:
             label_ids,
             chat,
         )
+
+    def _load_base(self) -> _Model:
+        torch = require("torch", extra="local", feature="the local LLM scorer")
+        transformers = require("transformers", extra="local", feature="the local LLM scorer")
+        if self._model_dir is None:
+            from ..models import smollm2_path
+
+            model_dir = smollm2_path()
+        else:
+            model_dir = self._model_dir
+        t0 = time.monotonic()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(model_dir), local_files_only=True
+        )
+        self._prompt_facts(tokenizer, str(model_dir))  # bad labels fail before the weights load
+        base = self._load_weights(torch, transformers, model_dir, tokenizer)
+        logger.info(
+            "loaded %s (%s%s) in %.1f s with %d torch threads",
+            model_dir,
+            self.dtype,
+            ", int8 linear layers" if self.quantize else "",
+            time.monotonic() - t0,
+            self.threads,
+        )
+        return base
 
     def _load_weights(
         self, torch: Any, transformers: Any, model_dir: Path, tokenizer: Any

@@ -37,7 +37,7 @@ from ..cache import MemoryScoreCache, ScoreCache, SQLiteScoreCache  # noqa: E402
 from ..calibration import relevance_scores  # noqa: E402
 from ..errors import ConfigError, InputError, LLMRerankError  # noqa: E402
 from ..funnel import Funnel  # noqa: E402
-from ..presets import PRESETS, get_preset  # noqa: E402
+from ..presets import PRESETS, get_preset, is_default_llm  # noqa: E402
 from ..scorers.base import Scorer  # noqa: E402
 from ..types import Candidate, Ranking, RankingUpdate  # noqa: E402
 from .admission import Admission, Overloaded  # noqa: E402
@@ -133,8 +133,11 @@ class ServerState:
                 f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}",
             )
         if preset not in self.funnels:
-            self.funnels[preset] = get_preset(preset).build(
-                llm=base.llm, fast=base.fast, cache=base.cache, breaker=base.breaker
+            chosen = get_preset(preset)
+            # the embedded default runs as each preset runs it (its text cut); one loaded model
+            llm = chosen.default_llm() if is_default_llm(base.llm) else base.llm
+            self.funnels[preset] = chosen.build(
+                llm=llm, fast=base.fast, cache=base.cache, breaker=base.breaker
             )
         return self.funnels[preset]
 
@@ -165,10 +168,8 @@ def _build_llm(settings: ServeSettings) -> Scorer | None:
         except (AttributeError, TypeError) as exc:
             raise ConfigError(f"could not build the OpenAI-compatible scorer: {exc}") from exc
         return scorer
-    from ..presets import default_llm_scorer
-
     try:
-        return default_llm_scorer()
+        return get_preset(settings.preset).default_llm()
     except ImportError as exc:
         raise ConfigError(
             f"the embedded default LLM is not available ({exc}); install llmrerank[local] "

@@ -45,3 +45,21 @@ def test_default_server_reranks_with_the_embedded_llm(serve: ServeFactory) -> No
     assert body["llmrerank"]["llm_scorer"] == health["llm_scorer"]
     assert body["results"][-1]["index"] == 1  # bananas last
     assert {res["stage"] for res in body["results"]} == {"llm"}
+
+
+def test_another_preset_runs_the_embedded_llm_with_its_own_text_cut(serve: ServeFactory) -> None:
+    """A request's preset picks that preset's variant of the embedded model (research reads 256
+    tokens of each text, enterprise 128), one loaded model behind both."""
+    server = serve(None, k=2, deadline=60.0)
+    docs = ["Paris is the capital of France.", "Bananas are rich in potassium."]
+    seen = {}
+    for preset in ("enterprise", "research"):
+        r = httpx.post(
+            f"{server.url}/v1/rerank",
+            json={"query": "capital of France", "documents": docs, "preset": preset, "k": 2},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        seen[preset] = r.json()["llmrerank"]["llm_scorer"]
+    assert seen["enterprise"].endswith("q64t128")
+    assert seen["research"].endswith("q64t256")
