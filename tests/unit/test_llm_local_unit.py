@@ -369,3 +369,49 @@ def test_presets_run_the_embedded_default_with_their_text_cut():
         assert PRESETS["enterprise"].build(llm=mine).llm is mine  # a scorer you pass is kept
     finally:
         reset_default_llm()
+
+
+def test_a_pass_past_its_deadline_or_cancelled_stops_between_layers(tmp_path):
+    """Mechanics test on a tiny random model: the forward pass in flight when the call is
+    cancelled, or when its deadline passes, stops at the next layer (the compute thread is free
+    for the next request), its texts come back unscored, and the scorer keeps working."""
+    import threading
+
+    from llmrerank.budget import Deadline
+    from llmrerank.testing import tiny_qwen3
+
+    model = tiny_qwen3(tmp_path / "tiny")
+    scorer = LocalLLMScorer(model, dtype="float32", micro_batch=2)
+    texts = ["wings and lift", "rivers and lakes", "lift and drag", "a plate in a wind tunnel"]
+    full = list(scorer.score("wing lift", texts))
+    assert all(s is not None for s in full)
+    layers = scorer._ensure_loaded().model.model.layers
+    assert len(layers) == 2
+    reached = []
+    cancel = threading.Event()
+
+    def cancel_after_first_layer(module, args, output):
+        reached.append("layer0")
+        cancel.set()
+
+    handle = layers[0].register_forward_hook(cancel_after_first_layer)
+    try:
+        got = scorer._score("wing lift", texts, Deadline.never(), cancel)
+    finally:
+        handle.remove()
+    assert list(got) == [None] * 4  # the first pass stopped at layer 1, no second pass began
+    assert reached == ["layer0"] and scorer.stats.aborted == 1
+
+    def slow_first_layer(module, args, output):
+        time.sleep(0.3)
+
+    handle = layers[0].register_forward_hook(slow_first_layer)
+    try:
+        t0 = time.monotonic()
+        got = scorer._score("wing lift", texts, Deadline.after(0.1), threading.Event())
+        took = time.monotonic() - t0
+    finally:
+        handle.remove()
+    assert list(got) == [None] * 4 and scorer.stats.aborted == 2
+    assert took < 0.3 * 2  # one slow layer, not the two passes' four
+    assert list(scorer.score("wing lift", texts)) == pytest.approx(full, abs=1e-6)

@@ -114,6 +114,8 @@ QUALITY_VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "int8": {"dtype": "float32", "quantize": "int8"},
     "t128": {"max_text_tokens": 128},
+    "t96": {"max_text_tokens": 96},
+    "t64": {"max_text_tokens": 64},
 }
 
 

@@ -98,6 +98,44 @@ _SENTINEL = "\ue000LLMRERANK_TEXT\ue000"
 part; a private-use character no real text or template uses."""
 
 
+class _Aborted(Exception):
+    """Raised between two layers of a forward pass whose call was cancelled or whose deadline
+    passed (:func:`_install_abort_hooks`)."""
+
+
+_abort = threading.local()
+"""Per thread: ``check``, a callable that says whether the forward pass running on this thread
+should stop (set around each micro-batch by :meth:`LocalLLMScorer._score_locked`)."""
+
+
+def _stop_if_asked(module: Any, args: Any) -> None:
+    check = getattr(_abort, "check", None)
+    if check is not None and check():
+        raise _Aborted
+
+
+def _decoder_layers(model: Any) -> list[Any]:
+    """The model's transformer blocks: ``model.model.layers`` (Llama, Qwen, Mistral, Gemma and
+    most causal LMs in transformers), else every submodule whose class name ends with
+    ``DecoderLayer`` or ``Block``."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is not None and len(layers) > 0:
+        return list(layers)
+    return [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))]
+
+
+def _install_abort_hooks(model: Any) -> int:
+    """A forward pre-hook on every transformer block that raises :class:`_Aborted` when this
+    thread's ``_abort.check()`` says so: a pass whose call was cancelled, or whose deadline
+    passed, stops within one layer instead of finishing (up to ~0.5 s on 2 cores) while the
+    next request waits for the compute thread. Returns the number of hooks installed."""
+    layers = _decoder_layers(model)
+    for layer in layers:
+        layer.register_forward_pre_hook(_stop_if_asked)
+    return len(layers)
+
+
 def _affinity() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -338,6 +376,9 @@ class LocalLLMStats:
     padded_tokens: int = 0
     """Positions computed including padding."""
     forward_seconds: float = 0.0
+    aborted: int = 0
+    """Forward passes stopped between two layers: the call was cancelled or its deadline
+    passed while they ran."""
 
     @property
     def mean_label_mass(self) -> float | None:
@@ -645,6 +686,11 @@ class LocalLLMScorer:
         keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
         if self.quantize == "int8":
             model = self._quantize_int8(torch, model)
+        if not _install_abort_hooks(model):
+            logger.info(
+                "no transformer blocks found in %s: a forward pass past its deadline runs to its end",
+                model_dir,
+            )
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
             pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -806,15 +852,31 @@ class LocalLLMScorer:
             if not batch:
                 break
             t0 = time.perf_counter()
+            _abort.check = lambda: cancel.is_set() or deadline.expired
+            try:
+                if self.method == "judgement":
+                    judged = self._judge(lm, prefix, batch, cache)
+                else:
+                    scored = self._likelihood(lm, batch, target)
+            except _Aborted:
+                stats.aborted += 1
+                logger.info(
+                    "local LLM: a forward pass of %d text(s) stopped after %.2f s (%s)",
+                    len(batch),
+                    time.perf_counter() - t0,
+                    "cancelled" if cancel.is_set() else "deadline",
+                )
+                break
+            finally:
+                _abort.check = None
             if self.method == "judgement":
-                judged = self._judge(lm, prefix, batch, cache)
                 for it, (score, mass) in zip(batch, judged, strict=True):
                     masses.append(mass)
                     results[it.index] = score
                     if score is None:
                         results.reasons[it.index] = "malformed_output"
             else:
-                for it, score in zip(batch, self._likelihood(lm, batch, target), strict=True):
+                for it, score in zip(batch, scored, strict=True):
                     results[it.index] = score
             seconds = time.perf_counter() - t0
             self._observe(seconds, batch, context)
