@@ -415,3 +415,41 @@ def test_a_pass_past_its_deadline_or_cancelled_stops_between_layers(tmp_path):
     assert list(got) == [None] * 4 and scorer.stats.aborted == 2
     assert took < 0.3 * 2  # one slow layer, not the two passes' four
     assert list(scorer.score("wing lift", texts)) == pytest.approx(full, abs=1e-6)
+
+
+def test_under_a_deadline_texts_are_scored_in_the_order_given(tmp_path):
+    """Mechanics test on a tiny random model: under a finite deadline the micro-batches follow
+    the input order (the funnel's fast order), so a deadline that leaves room for one pass scores
+    the first texts, not the shortest; without a deadline texts are sorted by length first."""
+    import threading
+
+    from llmrerank.budget import Deadline
+    from llmrerank.testing import tiny_qwen3
+
+    model = tiny_qwen3(tmp_path / "tiny")
+    scorer = LocalLLMScorer(model, dtype="float32", micro_batch=2)
+    texts = [  # the best-ranked texts are the longest
+        "wings lift drag thrust and the boundary layer over a flat plate at high speed",
+        "the lift of a swept wing in a wind tunnel at low speed and high angle",
+        "lift",
+        "drag",
+    ]
+    lm = scorer._ensure_loaded()
+    passes = []
+
+    def count(module, args, output):
+        passes.append(args[0].shape[0])
+        if len(passes) == 2:
+            cancel.set()  # the second pass stops at the next layer
+
+    cancel = threading.Event()
+    handle = lm.model.model.layers[0].register_forward_hook(count)
+    try:
+        got = scorer._score("wing lift", texts, Deadline.after(60), cancel)
+        assert [s is not None for s in got] == [True, True, False, False]
+        passes.clear()
+        cancel = threading.Event()
+        got = scorer._score("wing lift", texts, Deadline.never(), cancel)
+        assert [s is not None for s in got] == [False, False, True, True]  # shortest first
+    finally:
+        handle.remove()

@@ -93,6 +93,10 @@ _SAFETY = 1.15
 last micro-batch of the enterprise window unstarted with time to spare): an overrun
 would be cancelled by the funnel together with the rest of its call."""
 
+_ABORT_MARGIN = 0.01
+"""A pass still running this close to its deadline stops, so the call returns the micro-batches
+already scored before the deadline (the funnel stops waiting at it and would drop the call)."""
+
 _SENTINEL = "\ue000LLMRERANK_TEXT\ue000"
 """Marks where the text goes when a judgement prompt is split into shared prefix and per-text
 part; a private-use character no real text or template uses."""
@@ -836,8 +840,7 @@ class LocalLLMScorer:
             prefix, items = self._judgement_inputs(lm, query, kept)
         else:
             prefix, items, target = self._likelihood_inputs(lm, query, kept)
-        order = sorted(items, key=lambda it: len(it.ids)) if self.bucket else items
-        batches = [order[j : j + self.micro_batch] for j in range(0, len(order), self.micro_batch)]
+        batches = self._batches(items, deadline)
         cache = None
         if self.method == "judgement" and self.prefix_cache and len(prefix) > 0:
             cache = self._prefix_cache(lm, prefix)
@@ -852,7 +855,7 @@ class LocalLLMScorer:
             if not batch:
                 break
             t0 = time.perf_counter()
-            _abort.check = lambda: cancel.is_set() or deadline.expired
+            _abort.check = lambda: cancel.is_set() or deadline.remaining() <= _ABORT_MARGIN
             try:
                 if self.method == "judgement":
                     judged = self._judge(lm, prefix, batch, cache)
@@ -905,6 +908,18 @@ class LocalLLMScorer:
                 100 * self.min_label_mass,
                 list(self.judgement.labels),
             )
+
+    def _batches(self, items: list[_Item], deadline: Deadline) -> list[list[_Item]]:
+        """Micro-batches. Without a deadline: texts sorted by length first (least padding).
+        Under a finite deadline: consecutive texts in the order given (the funnel sends its
+        window in fast-stage order), so what the deadline leaves unscored is the end of the
+        list and the answered prefix the funnel fuses is as deep as the time allowed; sorted by
+        length, the first micro-batch held the shortest texts of the call, wherever they ranked,
+        and a trimmed one dropped the longest, often the best-ranked."""
+        size = self.micro_batch
+        if self.bucket and not deadline.is_finite:
+            items = sorted(items, key=lambda it: len(it.ids))
+        return [items[j : j + size] for j in range(0, len(items), size)]
 
     # -- deadline accounting
 
