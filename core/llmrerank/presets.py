@@ -23,13 +23,14 @@ and 20 at w=0.6 (mean nDCG@10 0.3078 for the fast stage alone, 0.3210 at k=20, w
 (k=50) was not measured separately and uses 0.6. Another LLM may earn another weight: pass
 ``fusion=Fusion(llm_weight=...)`` and measure it with ``llmrerank bench fusion``.
 
-The embedded default LLM reads the first 128 tokens of each text under realtime and enterprise
-(``Preset.llm_text_tokens``) and 256 under research. Measured with ``llmrerank bench llm-speed``
-(docs/benchmarks/llm_t128.md, 30 seeded queries each): fused as the presets rank, the 128-token cut
-changed nDCG@10 by +0.0025 / +0.0003 / +0.0063 on cranfield / cisi / nfcorpus while scoring 1.3-1.5x
-faster, so the deadline presets score more of their window in time (by the LLM alone it lost
--0.0117 / +0.0044 / -0.0078, so the scorer's own default stays 256). All variants share one
-loaded model.
+Every preset runs the embedded default LLM on the first 256 tokens of each text. A preset can
+read fewer (``Preset.llm_text_tokens``, e.g. ``PRESETS["enterprise"].with_(llm_text_tokens=128)``):
+each text scores about 2x faster, so a deadline preset scores more of its window on a slow CPU,
+but the 128-token cut was measured and not adopted (docs/benchmarks/llm_text_cut.md and
+docs/benchmarks/drop_in.md, "Text cut"): fused as enterprise ranks, nDCG@10 moved by -0.018 /
++0.004 / -0.008 on cranfield / cisi / nfcorpus (30 queries, seed 0; seed 1: +0.003 / +0.000 /
++0.006), and without a deadline it ranked below the 256-token cut in two of three drop-in runs.
+96 and 64 tokens lost 0.011-0.052.
 
 Every preset keeps the same guarantees: a complete ranking by the deadline (plus a few ms), every
 candidate exactly once, degradation flagged in provenance.
@@ -133,7 +134,6 @@ PRESETS: dict[str, Preset] = {
         concurrency=4,
         fusion=Fusion("interpolate", llm_weight=0.5),
         description="< 500 ms: budget-aware k, fast-stage order wherever the LLM runs out of time",
-        llm_text_tokens=128,
     ),
     "enterprise": Preset(
         name="enterprise",
@@ -144,7 +144,6 @@ PRESETS: dict[str, Preset] = {
         concurrency=8,
         fusion=Fusion("interpolate", llm_weight=0.6),
         description="< 3 s: funnel to the top 20, scored concurrently, fused with the fast stage",
-        llm_text_tokens=128,
     ),
     "research": Preset(
         name="research",

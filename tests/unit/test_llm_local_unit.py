@@ -354,19 +354,18 @@ def test_presets_run_the_embedded_default_with_their_text_cut():
     reset_default_llm()
     try:
         base = default_llm_scorer()
-        cuts = {name: p.default_llm() for name, p in PRESETS.items()}
-        assert cuts["realtime"].max_text_tokens == 128
-        assert cuts["enterprise"].max_text_tokens == 128
-        assert cuts["realtime"] is cuts["enterprise"]  # one instance per cut
-        assert cuts["research"] is base and base.max_text_tokens == 256
-        assert "t128" in cuts["enterprise"].fingerprint  # cached scores kept apart per cut
-        assert all(c._cell is base._cell for c in cuts.values())  # one model, loaded lazily
-        assert not base.loaded
-        assert all(is_default_llm(c) for c in cuts.values())
+        assert base.max_text_tokens == 256
+        assert all(p.default_llm() is base for p in PRESETS.values())  # 256 tokens: one scorer
+        short = PRESETS["enterprise"].with_(llm_text_tokens=128)
+        cut = short.default_llm()
+        assert cut.max_text_tokens == 128 and cut is default_llm_scorer(128)  # one per cut
+        assert "t128" in cut.fingerprint and "t256" in base.fingerprint  # caches kept apart
+        assert cut._cell is base._cell and not base.loaded  # one model, loaded lazily
+        assert is_default_llm(cut) and is_default_llm(base)
         assert not is_default_llm(LocalLLMScorer())
-        assert PRESETS["enterprise"].build().llm is cuts["enterprise"]
+        assert short.build().llm is cut
         mine = LocalLLMScorer()
-        assert PRESETS["enterprise"].build(llm=mine).llm is mine  # a scorer you pass is kept
+        assert short.build(llm=mine).llm is mine  # a scorer you pass keeps its settings
     finally:
         reset_default_llm()
 

@@ -21,13 +21,17 @@ boundary). The prompt template itself is never cut. Cuts are logged.
 
 Execution: ``ascore`` runs on the process's compute thread
 (:func:`llmrerank.scorers._batching.run_on_compute_thread`: one OpenMP thread team for every
-forward pass), so the event loop never blocks. The texts of a call are sorted by token length and scored in micro-batches of
-``micro_batch`` (padding only within a micro-batch). The deadline is checked before every
+forward pass), so the event loop never blocks. The texts of a call are scored in micro-batches
+of ``micro_batch`` (padding only within a micro-batch): without a deadline sorted by token length
+first, under a finite deadline in the order given (the funnel sends its window in fast order, so
+the deadline leaves the end of the list unscored). The deadline is checked before every
 micro-batch: a micro-batch the running time estimate says cannot finish in time is not started,
-and the texts it would have scored return ``None``. A deadline is therefore honoured within one
-micro-batch. Forward passes are serialised by a lock (the model is CPU-bound; two at once only
-thrash), and ``torch.set_num_threads(threads)`` is applied before each call's forward passes (a
-process-wide setting).
+and the texts it would have scored return ``None``. It is checked again between transformer
+blocks (forward pre-hooks): a pass whose call was cancelled, or still running 10 ms before the
+deadline, stops there, and the call returns the micro-batches it finished. Forward passes are
+serialised by a lock (the model is CPU-bound; two at once only thrash), and
+``torch.set_num_threads(threads)`` is applied before each call's forward passes (a process-wide
+setting).
 
 Defaults (method, chat template, quantisation, prefix reuse, batch sizes) are the ones
 ``scripts/bench_local_llm.py`` measured best; the figures are in ``docs/benchmarks/llm_local.md``.

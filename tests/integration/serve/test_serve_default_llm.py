@@ -47,9 +47,14 @@ def test_default_server_reranks_with_the_embedded_llm(serve: ServeFactory) -> No
     assert {res["stage"] for res in body["results"]} == {"llm"}
 
 
-def test_another_preset_runs_the_embedded_llm_with_its_own_text_cut(serve: ServeFactory) -> None:
-    """A request's preset picks that preset's variant of the embedded model (research reads 256
-    tokens of each text, enterprise 128), one loaded model behind both."""
+def test_another_preset_runs_the_embedded_llm_with_its_own_text_cut(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's preset picks that preset's variant of the embedded model (here research reads
+    128 tokens of each text, enterprise 256), one loaded model behind both."""
+    from llmrerank.presets import PRESETS
+
+    monkeypatch.setitem(PRESETS, "research", PRESETS["research"].with_(llm_text_tokens=128))
     server = serve(None, k=2, deadline=60.0)
     docs = ["Paris is the capital of France.", "Bananas are rich in potassium."]
     seen = {}
@@ -61,5 +66,5 @@ def test_another_preset_runs_the_embedded_llm_with_its_own_text_cut(serve: Serve
         )
         assert r.status_code == 200, r.text
         seen[preset] = r.json()["llmrerank"]["llm_scorer"]
-    assert seen["enterprise"].endswith("q64t128")
-    assert seen["research"].endswith("q64t256")
+    assert seen["enterprise"].endswith("q64t256")
+    assert seen["research"].endswith("q64t128")
