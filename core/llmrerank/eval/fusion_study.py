@@ -122,10 +122,12 @@ def run_study(
     llm_queries: int = 20,
     progress: bool = True,
     max_drop: float = 0.005,
+    llm_eval: bool = False,
 ) -> dict[str, Any]:
     """Every figure of the study as a JSON-ready dict. ``llm=False`` skips the LLM part, which
-    runs on the first ``llm_queries`` queries of the tune split only (the benchmark measures the
-    eval split end to end)."""
+    runs on the first ``llm_queries`` queries of the tune split (the benchmark measures the
+    eval split end to end), and with ``llm_eval`` on the eval split too (reported, never used
+    for a choice)."""
     from ..cache import SQLiteScoreCache
     from ..models import cache_dir
 
@@ -198,6 +200,7 @@ def run_study(
             "llm_weights": list(llm_weights),
             "max_drop": max_drop,
             "llm_queries": llm_queries,
+            "llm_eval": llm_eval,
         },
         "fast_runs": runs,
         "fast_mean_tune": mean_tune,
@@ -216,9 +219,13 @@ def run_study(
         llm_rows = []
         scored = 0
         t_llm = time.perf_counter()
-        for (_name, kind), (dataset, tune_ids, _eval, per_q) in signals.items():
+        for (_name, kind), (dataset, tune_ids, eval_ids, per_q) in signals.items():
             row = {"dataset": dataset.name, "retriever": kind, "tune": {}}
-            for split, qids in (("tune", tune_ids[:llm_queries]),):
+            splits = [("tune", tune_ids[:llm_queries])]
+            if llm_eval:
+                row["eval"] = {}
+                splits.append(("eval", eval_ids))
+            for split, qids in splits:
                 ranked_lists: dict[tuple[int, float], dict[str, list[str]]] = {}
                 for q in qids:
                     s = per_q[q]
@@ -362,7 +369,7 @@ def write_markdown(result: dict[str, Any], path: Path, command: str) -> None:
         )
         lines.append("|---" * (3 + len(result["settings"]["windows"])) + "|")
         for r in result["llm_runs"]:
-            for split in ("tune",):
+            for split in [x for x in ("tune", "eval") if x in r]:
                 cells = [f"{r[split][f'k={k},w={w}']:.3f}" for k, w in picks.items()]
                 base = r[split].get(f"k={max(result['settings']['windows'])},w=0.0")
                 lines.append(
@@ -394,6 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-llm", action="store_true")
     parser.add_argument("--llm-queries", type=int, default=20, help="tune queries for the LLM part")
+    parser.add_argument(
+        "--llm-eval",
+        action="store_true",
+        help="score the eval split with the LLM too (reported beside the tune split)",
+    )
     parser.add_argument("--fast-choice", default=None)
     parser.add_argument("--dtype", default=None, help="the embedded LLM's dtype (default: its own)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
@@ -419,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast_choice=args.fast_choice,
         llm_queries=args.llm_queries,
         llm=llm,
+        llm_eval=args.llm_eval,
     )
     command = shlex.join(["llmrerank", "bench", "fusion", *words])
     result["command"] = command

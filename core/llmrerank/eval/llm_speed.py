@@ -70,9 +70,7 @@ logger = logging.getLogger("llmrerank")
 OLD_DEFAULTS = "local: float32, 1 thread, micro_batch 1 (earlier defaults)"
 DEFAULT = "local: defaults (bfloat16 where native, threads auto, micro_batch 4, eager attention)"
 FLOAT32 = "local: float32, 2 threads, micro_batch 4"
-PRESET_CUT = (
-    "local: defaults, texts cut to 128 tokens (as the realtime and enterprise presets run it)"
-)
+TEXT_CUT_128 = "local: defaults, texts cut to 128 tokens"
 
 LOCAL_VARIANTS: dict[str, dict[str, Any]] = {
     OLD_DEFAULTS: {"dtype": "float32", "threads": 1, "micro_batch": 1},
@@ -88,7 +86,7 @@ LOCAL_VARIANTS: dict[str, dict[str, Any]] = {
         "micro_batch": 1,
     },
     DEFAULT: {},
-    PRESET_CUT: {"max_text_tokens": 128},
+    TEXT_CUT_128: {"max_text_tokens": 128},
     "local: bfloat16, 2 threads, micro_batch 4, torch SDPA attention": {
         "dtype": "bfloat16",
         "threads": 2,
