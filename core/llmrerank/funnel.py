@@ -720,6 +720,9 @@ class Funnel:
 
     def _assemble(self, state: _State, fast_order: list[int], kind: UpdateKind) -> Ranking:
         window = _answered_prefix(state) if kind != "fast" else []
+        depth = len(window)
+        if depth < self.fusion.min_depth:
+            window = []  # too shallow to fuse: the fast order stands (Fusion.min_depth)
         in_window = set(window)
         rest = [i for i in fast_order if i not in in_window]
         if window:
@@ -753,6 +756,9 @@ class Funnel:
         info = dict(state.info)
         # which scale ``score`` is on: fused z-scores, or the fast scorer's own (no window)
         info["score_scale"] = "fused" if window else "fast"
+        if kind != "fast" and self.llm is not None:
+            info["llm_depth"] = depth  # the answered prefix of the window
+            info["llm_fused"] = bool(window)
         if state.errors:
             info["errors"] = list(state.errors)
         return Ranking(

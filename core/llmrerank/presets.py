@@ -130,9 +130,9 @@ PRESETS: dict[str, Preset] = {
         deadline=0.5,
         k=None,
         k_min=3,
-        k_max=10,
+        k_max=20,
         concurrency=4,
-        fusion=Fusion("interpolate", llm_weight=0.5),
+        fusion=Fusion("interpolate", llm_weight=0.5, min_depth=12),
         description="< 500 ms: budget-aware k, fast-stage order wherever the LLM runs out of time",
     ),
     "enterprise": Preset(
@@ -142,7 +142,7 @@ PRESETS: dict[str, Preset] = {
         k_min=5,
         k_max=20,
         concurrency=8,
-        fusion=Fusion("interpolate", llm_weight=0.6),
+        fusion=Fusion("interpolate", llm_weight=0.5, min_depth=12),
         description="< 3 s: funnel to the top 20, scored concurrently, fused with the fast stage",
     ),
     "research": Preset(
@@ -152,7 +152,7 @@ PRESETS: dict[str, Preset] = {
         k_min=10,
         k_max=50,
         concurrency=16,
-        fusion=Fusion("interpolate", llm_weight=0.6),
+        fusion=Fusion("interpolate", llm_weight=0.6, min_depth=12),
         description="5-10 s: deep LLM window, meant to be streamed",
     ),
 }

@@ -54,21 +54,35 @@ def _ranks(values: Sequence[float | None]) -> list[int | None]:
 
 @dataclass(frozen=True, slots=True)
 class Fusion:
-    """How the fast and LLM scores combine inside the window. ``llm_weight`` is ``w`` above."""
+    """How the fast and LLM scores combine inside the window. ``llm_weight`` is ``w`` above.
+
+    ``min_depth``: the LLM is fused only when the window it answered (its longest answered
+    prefix in fast order, see :class:`~llmrerank.funnel.Funnel`) holds at least this many
+    candidates; a shallower one leaves the fast order as it is (the LLM scores stay in the
+    provenance). A window no deeper than the results a caller reads can only permute them, and
+    the embedded model's permutations of the top 10 did not beat the fast order
+    (docs/benchmarks/fusion_depth.md); the presets use 12.
+    """
 
     method: Literal["interpolate", "rrf"] = "interpolate"
     llm_weight: float = 0.5
     rrf_c: float = 60.0
+    min_depth: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in ("interpolate", "rrf"):
             raise ValueError(f"fusion method must be 'interpolate' or 'rrf', got {self.method!r}")
         if not 0.0 <= self.llm_weight <= 1.0:
             raise ValueError(f"llm_weight must be within [0, 1], got {self.llm_weight!r}")
+        if isinstance(self.min_depth, bool) or not isinstance(self.min_depth, int):
+            raise ValueError(f"min_depth must be an int >= 0, got {self.min_depth!r}")
+        if self.min_depth < 0:
+            raise ValueError(f"min_depth must be an int >= 0, got {self.min_depth!r}")
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.method}(w={self.llm_weight})"
+        depth = f",min_depth={self.min_depth}" if self.min_depth else ""
+        return f"{self.method}(w={self.llm_weight}{depth})"
 
     def fuse(
         self,

@@ -416,3 +416,47 @@ async def test_the_latency_estimate_counts_only_the_texts_a_scorer_answered():
     silent = Funnel(llm=_Silent(), k=8)
     await silent.arerank("text", cands)
     assert silent.latency.per_candidate is None  # nothing answered: nothing learnt
+
+
+def test_a_window_answered_shallower_than_min_depth_keeps_the_fast_order():
+    """Fusion(min_depth=m): the LLM moves candidates only once its answered prefix holds m; a
+    shallower one (the deadline came first) leaves the fast order, and provenance says so."""
+    docs = [f"doc {i} about cats" if i % 2 else f"doc {i} about dogs" for i in range(12)]
+    prefers_last = ScriptedScorer(lambda q, t: float(t.split()[1]))  # the LLM inverts the order
+    fast = Funnel().rerank("cats", docs)
+    # the first two calls answer at once, the third never does: an answered prefix of 8
+    delays = iter([0.0, 0.0, 5.0])
+    llm = ScriptedScorer(prefers_last.score_fn, latency=lambda: next(delays), batch_size=4)
+    shallow = Funnel(
+        llm=llm, k=12, deadline=0.4, concurrency=3, fusion=Fusion(llm_weight=1.0, min_depth=9)
+    ).rerank("cats", docs)
+    ids_once(shallow, len(docs))
+    assert shallow.llm_scored == 8 and "deadline" in shallow.reasons
+    assert shallow.ids == fast.ids  # 8 < 9: not fused
+    assert shallow.info["llm_depth"] == 8 and shallow.info["llm_fused"] is False
+    assert all(r.stage == "fast" for r in shallow)
+    assert sum(r.llm_score is not None for r in shallow) == 8  # the scores stay in provenance
+    # the same 8 answers with min_depth 8 are fused
+    delays = iter([0.0, 0.0, 5.0])
+    llm = ScriptedScorer(prefers_last.score_fn, latency=lambda: next(delays), batch_size=4)
+    deep = Funnel(
+        llm=llm, k=12, deadline=0.4, concurrency=3, fusion=Fusion(llm_weight=1.0, min_depth=8)
+    ).rerank("cats", docs)
+    ids_once(deep, len(docs))
+    assert deep.info["llm_depth"] == 8 and deep.info["llm_fused"] is True
+    assert deep.ids[:8] == list(reversed(fast.ids[:8])) and deep.ids[8:] == fast.ids[8:]
+    assert sum(r.stage == "llm" for r in deep) == 8
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_min_depth_must_be_a_non_negative_int(bad):
+    with pytest.raises(ValueError, match="min_depth"):
+        Fusion(min_depth=bad)
+
+
+def test_presets_fuse_the_llm_only_from_a_depth_of_12():
+    from llmrerank.presets import PRESETS
+
+    assert {p.fusion.min_depth for p in PRESETS.values()} == {12}
+    assert "min_depth=12" in PRESETS["enterprise"].fusion.fingerprint
+    assert Fusion().min_depth == 0  # a hand-built funnel fuses whatever the LLM answered
