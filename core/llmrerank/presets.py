@@ -3,9 +3,10 @@
 =========== ======== ============================ ==============================================
 preset      deadline k (LLM window)              trades
 =========== ======== ============================ ==============================================
-realtime    0.5 s    budget-aware, 3..10          Relevance for latency: the LLM scores only what
+realtime    0.5 s    budget-aware, 3..20          Relevance for latency: the LLM scores only what
                                                   the latency estimate says fits in the budget;
-                                                  at the deadline the fast order fills the rest.
+                                                  fused only from a depth of 12 (a fast server);
+                                                  on the CPU default, the fast order.
 enterprise  2.5 s    20, 8 in flight              The funnel proper: the fast stage (retriever +
                                                   BM25) narrows, the LLM scores the top 20
                                                   concurrently; fused with the fast score.
@@ -16,12 +17,14 @@ research    10 s     50, 16 in flight, streamed   Latency for relevance: a deep 
 
 The fast stage is the default :class:`~llmrerank.scorers.retriever_fusion.RetrieverFusionScorer`
 (the retriever's ranking fused with BM25 over the candidates), and the LLM is fused against that
-fused fast score with a per-preset weight chosen by ``llmrerank bench fusion`` on tune queries
-of cranfield, cisi and nfcorpus under a BM25 and a dense retriever (docs/benchmarks/fast_fusion.md,
-the embedded model's query likelihood): window 5 (realtime's typical k) best at w=0.5, windows 10
-and 20 at w=0.6 (mean nDCG@10 0.3078 for the fast stage alone, 0.3210 at k=20, w=0.6). Research
-(k=50) was not measured separately and uses 0.6. Another LLM may earn another weight: pass
-``fusion=Fusion(llm_weight=...)`` and measure it with ``llmrerank bench fusion``.
+fused fast score, measured by ``llmrerank bench fusion`` on cranfield, cisi and nfcorpus under a
+BM25 and a dense retriever (docs/benchmarks/fusion_depth.md, the embedded model's query
+likelihood, 50 queries per run): only once the LLM has answered the top 12 of the fast order
+(``Fusion(min_depth=12)``; shallower, the fast order stands), at w=0.5 (realtime, enterprise;
+mean nDCG@10 +0.011 at depth 12 to +0.017 at 20 over the fast stage alone) and 0.6 (research,
+deeper than measured). An answered window of 3 to 10 moved nDCG@10 by at most +0.005 on average
+with runs up to 0.02 below the fast stage. Another LLM may earn another weight or depth: pass
+``fusion=Fusion(llm_weight=..., min_depth=...)`` and measure it with ``llmrerank bench fusion``.
 
 Every preset runs the embedded default LLM on the first 256 tokens of each text. A preset can
 read fewer (``Preset.llm_text_tokens``, e.g. ``PRESETS["enterprise"].with_(llm_text_tokens=128)``):

@@ -378,7 +378,38 @@ def write_markdown(result: dict[str, Any], path: Path, command: str) -> None:
                     + f" | {base:.3f} |"
                 )
         lines.append("")
+        if result["settings"].get("llm_eval"):
+            lines += _depth_table(result)
     path.write_text("\n".join(lines) + "\n")
+
+
+def _depth_table(result: dict[str, Any]) -> list[str]:
+    """Per answered depth (the window) and weight: the mean and the worst run's change against
+    the fast stage alone, on tune, eval and both pooled (weighted by queries)."""
+    runs = result["llm_runs"]
+    nt, ne = result["settings"]["llm_queries"], result["settings"]["eval_queries"]
+    lines = [
+        "## Depth: how deep an answered window must be before the LLM helps",
+        "",
+        "Change of nDCG@10 against the fast stage alone (w=0) when the LLM answered the top k of "
+        f"the fast order: mean over the {len(runs)} runs / worst run. *pooled*: tune ({nt} "
+        f"queries) and eval ({ne}) together, per run.",
+        "",
+        "| k | w | tune mean | tune worst | eval mean | eval worst | pooled mean | pooled worst |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k in result["settings"]["windows"]:
+        for w in result["settings"]["llm_weights"]:
+            if w == 0.0:
+                continue
+            key, base = f"k={k},w={w}", f"k={k},w=0.0"
+            dt = [r["tune"][key] - r["tune"][base] for r in runs]
+            de = [r["eval"][key] - r["eval"][base] for r in runs]
+            dp = [(a * nt + b * ne) / (nt + ne) for a, b in zip(dt, de, strict=True)]
+            cells = [f"{sum(x) / len(x):+.4f} | {min(x):+.4f}" for x in (dt, de, dp)]
+            lines.append(f"| {k} | {w} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
