@@ -5,7 +5,7 @@ preset      deadline k (LLM window)              trades
 =========== ======== ============================ ==============================================
 realtime    0.5 s    budget-aware, 3..20          Relevance for latency: the LLM scores only what
                                                   the latency estimate says fits in the budget;
-                                                  fused only from a depth of 12 (a fast server);
+                                                  fused only from a depth of 16 (a fast server);
                                                   on the CPU default, the fast order.
 enterprise  2.5 s    20, 8 in flight              The funnel proper: the fast stage (retriever +
                                                   BM25) narrows, the LLM scores the top 20
@@ -19,10 +19,10 @@ The fast stage is the default :class:`~llmrerank.scorers.retriever_fusion.Retrie
 (the retriever's ranking fused with BM25 over the candidates), and the LLM is fused against that
 fused fast score, measured by ``llmrerank bench fusion`` on cranfield, cisi and nfcorpus under a
 BM25 and a dense retriever (docs/benchmarks/fusion_depth.md, the embedded model's query
-likelihood, 50 queries per run): only once the LLM has answered the top 12 of the fast order
-(``Fusion(min_depth=12)``; shallower, the fast order stands), at w=0.5 (realtime, enterprise;
-mean nDCG@10 +0.011 at depth 12 to +0.017 at 20 over the fast stage alone) and 0.6 (research,
-deeper than measured). An answered window of 3 to 10 moved nDCG@10 by at most +0.005 on average
+likelihood, 50 queries per run): only once the LLM has answered the top 16 of the fast order
+(``Fusion(min_depth=16)``; shallower, the fast order stands), at w=0.5 (realtime, enterprise;
+mean nDCG@10 +0.016 at depth 16 to +0.017 at 20 over the fast stage alone, no run below it) and
+0.6 (research, deeper than measured). An answered window of 3 to 10 moved nDCG@10 by at most +0.005 on average
 with runs up to 0.02 below the fast stage. Another LLM may earn another weight or depth: pass
 ``fusion=Fusion(llm_weight=..., min_depth=...)`` and measure it with ``llmrerank bench fusion``.
 
@@ -135,7 +135,7 @@ PRESETS: dict[str, Preset] = {
         k_min=3,
         k_max=20,
         concurrency=4,
-        fusion=Fusion("interpolate", llm_weight=0.5, min_depth=12),
+        fusion=Fusion("interpolate", llm_weight=0.5, min_depth=16),
         description="< 500 ms: budget-aware k, fast-stage order wherever the LLM runs out of time",
     ),
     "enterprise": Preset(
@@ -145,7 +145,7 @@ PRESETS: dict[str, Preset] = {
         k_min=5,
         k_max=20,
         concurrency=8,
-        fusion=Fusion("interpolate", llm_weight=0.5, min_depth=12),
+        fusion=Fusion("interpolate", llm_weight=0.5, min_depth=16),
         description="< 3 s: funnel to the top 20, scored concurrently, fused with the fast stage",
     ),
     "research": Preset(
@@ -155,7 +155,7 @@ PRESETS: dict[str, Preset] = {
         k_min=10,
         k_max=50,
         concurrency=16,
-        fusion=Fusion("interpolate", llm_weight=0.6, min_depth=12),
+        fusion=Fusion("interpolate", llm_weight=0.6, min_depth=16),
         description="5-10 s: deep LLM window, meant to be streamed",
     ),
 }

@@ -61,7 +61,7 @@ class Fusion:
     candidates; a shallower one leaves the fast order as it is (the LLM scores stay in the
     provenance). A window no deeper than the results a caller reads can only permute them, and
     the embedded model's permutations of the top 10 did not beat the fast order
-    (docs/benchmarks/fusion_depth.md); the presets use 12.
+    (docs/benchmarks/fusion_depth.md); the presets use 16.
     """
 
     method: Literal["interpolate", "rrf"] = "interpolate"

@@ -454,9 +454,9 @@ def test_min_depth_must_be_a_non_negative_int(bad):
         Fusion(min_depth=bad)
 
 
-def test_presets_fuse_the_llm_only_from_a_depth_of_12():
+def test_presets_fuse_the_llm_only_from_a_depth_of_16():
     from llmrerank.presets import PRESETS
 
-    assert {p.fusion.min_depth for p in PRESETS.values()} == {12}
-    assert "min_depth=12" in PRESETS["enterprise"].fusion.fingerprint
+    assert {p.fusion.min_depth for p in PRESETS.values()} == {16}
+    assert "min_depth=16" in PRESETS["enterprise"].fusion.fingerprint
     assert Fusion().min_depth == 0  # a hand-built funnel fuses whatever the LLM answered
