@@ -135,6 +135,9 @@ class _State:
     fast: list[float | None]
     stage1: Stage = "fast"
     window: list[int] = field(default_factory=list)
+    fuse_depth: int = 0
+    """The answered prefix the LLM needs before it is fused: ``Fusion.min_depth``, capped at a
+    window fixed in advance (an explicit ``k``, or every candidate there is)."""
     llm: dict[int, float] = field(default_factory=dict)
     cached: set[int] = field(default_factory=set)
     to_store: list[int] = field(default_factory=list)
@@ -451,6 +454,10 @@ class Funnel:
         if self.llm is not None:
             k_eff = self._choose_k(k, dl, len(eligible))
             state.window = eligible[:k_eff]
+            # min_depth guards against a window the deadline cut short; a window the caller
+            # fixed (k) or one that holds every candidate counts as deep enough once answered
+            fixed = k_eff if (k if k is not None else self.k) is not None else len(eligible)
+            state.fuse_depth = min(self.fusion.min_depth, fixed)
             await self._stage_llm(state, texts, dl, emit, fast_order)
 
         ranking = self._assemble(state, fast_order, "final")
@@ -721,7 +728,7 @@ class Funnel:
     def _assemble(self, state: _State, fast_order: list[int], kind: UpdateKind) -> Ranking:
         window = _answered_prefix(state) if kind != "fast" else []
         depth = len(window)
-        if depth < self.fusion.min_depth:
+        if depth < state.fuse_depth:
             window = []  # too shallow to fuse: the fast order stands (Fusion.min_depth)
         in_window = set(window)
         rest = [i for i in fast_order if i not in in_window]

@@ -61,7 +61,9 @@ class Fusion:
     candidates; a shallower one leaves the fast order as it is (the LLM scores stay in the
     provenance). A window no deeper than the results a caller reads can only permute them, and
     the embedded model's permutations of the top 10 did not beat the fast order
-    (docs/benchmarks/fusion_depth.md); the presets use 16.
+    (docs/benchmarks/fusion_depth.md); the presets use 16. The rule guards against a window the
+    deadline cut short: a window fixed in advance that is smaller (an explicit ``k``, or fewer
+    candidates than ``min_depth``) is fused once it is answered whole.
     """
 
     method: Literal["interpolate", "rrf"] = "interpolate"

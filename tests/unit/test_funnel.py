@@ -448,6 +448,34 @@ def test_a_window_answered_shallower_than_min_depth_keeps_the_fast_order():
     assert sum(r.stage == "llm" for r in deep) == 8
 
 
+def test_min_depth_is_capped_at_a_window_fixed_in_advance():
+    """min_depth guards against a window the deadline cut short: a smaller window fixed in
+    advance (an explicit k, or fewer candidates than min_depth) is fused once answered whole;
+    a budget-aware window is not capped by the k it planned."""
+    docs = [f"doc {i} about cats" if i % 2 else f"doc {i} about dogs" for i in range(12)]
+    inverts = ScriptedScorer(lambda q, t: float(t.split()[1]))  # the LLM inverts the order
+    deep_rule = Fusion(llm_weight=1.0, min_depth=16)
+    fast = Funnel().rerank("cats", docs)
+    # 12 candidates, fewer than 16: all answered, so fused
+    whole = Funnel(llm=inverts, k=20, fusion=deep_rule).rerank("cats", docs)
+    ids_once(whole, 12)
+    assert whole.info["llm_fused"] is True and whole.ids == list(reversed(fast.ids))
+    # an explicit k, per funnel or per request, is a window fixed in advance
+    for funnel, k in (
+        (Funnel(llm=inverts, k=3, fusion=deep_rule), None),
+        (Funnel(llm=inverts, k=20, fusion=deep_rule), 3),
+    ):
+        r = funnel.rerank("cats", docs, k=k)
+        ids_once(r, 12)
+        assert r.info["llm_fused"] is True and r.llm_scored == 3
+        assert r.ids[:3] == list(reversed(fast.ids[:3])) and r.ids[3:] == fast.ids[3:]
+    # budget-aware k (k=None) that planned 3 of 12: not a fixed window, so not fused
+    planned = Funnel(llm=inverts, k=None, k_min=3, k_max=3, fusion=deep_rule).rerank("cats", docs)
+    ids_once(planned, 12)
+    assert planned.llm_scored == 3 and planned.info["llm_fused"] is False
+    assert planned.ids == fast.ids and all(r.stage == "fast" for r in planned)
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
 def test_min_depth_must_be_a_non_negative_int(bad):
     with pytest.raises(ValueError, match="min_depth"):
