@@ -43,6 +43,10 @@ MAX_INSTRUCTION_CHARS = 2_000
 
 _ASSEMBLY_MARGIN = 0.005
 """Seconds kept back from the deadline to fuse and build the final ranking."""
+_SKIP_AFTER = 3
+"""Latency observations before the estimate may decide that the LLM cannot reach its depth."""
+_PROBE_EVERY = 10.0
+"""Seconds: an LLM judged out of reach still runs this often, so its estimate stays current."""
 
 _BACKGROUND: set[asyncio.Future[Any]] = set()
 """Background cache writes in flight (held so they are not collected mid-way)."""
@@ -224,6 +228,7 @@ class Funnel:
         self.max_text_chars = max_text_chars
         self.name = name
         self.latency = LatencyEstimate()
+        self._last_llm_call = -math.inf  # monotonic time the LLM stage last called the scorer
         self.instruction = self._check_instruction(instruction)
 
     @classmethod
@@ -520,6 +525,31 @@ class Funnel:
 
         return sorted(range(len(state.cands)), key=key)
 
+    def _out_of_reach(self, state: _State, todo: int, dl: Deadline) -> bool:
+        """Whether the latency estimate says the LLM cannot answer the depth it needs to be
+        fused (``state.fuse_depth``, candidates served from the cache counting) before the
+        deadline. Then it is not called at all: the fast order would stand anyway. Decided only
+        once the estimate holds a few observations, and the LLM still runs at least every
+        ``_PROBE_EVERY`` seconds so that the estimate follows the backend's speed."""
+        need = state.fuse_depth - (len(state.window) - todo)
+        per = self.latency.per_candidate
+        if need <= 0 or not dl.is_finite or per is None:
+            return False
+        if self.latency.observations < _SKIP_AFTER:
+            return False
+        if time.monotonic() - self._last_llm_call >= _PROBE_EVERY:
+            return False
+        assert self.llm is not None
+        reach = choose_k(
+            dl.remaining(),
+            per,
+            concurrency=scorer_concurrency(self.llm, self.concurrency),
+            k_min=0,
+            k_max=todo,
+            safety=1.0,
+        )
+        return reach < need
+
     def _choose_k(self, k: int | None, dl: Deadline, n: int) -> int:
         if k is None:
             k = self.k
@@ -560,6 +590,14 @@ class Funnel:
         if not todo:
             state.timings["llm"] = time.monotonic() - t0
             return
+
+        if self._out_of_reach(state, len(todo), dl):
+            # its scores could not be fused (Fusion.min_depth): spend no time on them
+            state.reason("deadline")
+            state.info["llm_skipped"] = "depth_out_of_reach"
+            state.timings["llm"] = time.monotonic() - t0
+            return
+        self._last_llm_call = time.monotonic()
 
         if not self.breaker.allow():
             state.reason("circuit_open")

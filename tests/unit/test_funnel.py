@@ -476,6 +476,43 @@ def test_min_depth_is_capped_at_a_window_fixed_in_advance():
     assert planned.ids == fast.ids and all(r.stage == "fast" for r in planned)
 
 
+def test_an_llm_that_cannot_reach_min_depth_in_time_is_not_called():
+    """When the latency estimate says the LLM cannot answer Fusion.min_depth candidates before
+    the deadline, its scores would not be fused: the funnel does not call it (the fast order,
+    flagged deadline, no time spent), and still runs it every _PROBE_EVERY seconds."""
+    docs = [f"doc {i} about cats" if i % 2 else f"doc {i} about dogs" for i in range(30)]
+    slow = ScriptedScorer(lambda q, t: float(t.split()[1]), latency=lambda: 0.1, batch_size=1)
+    funnel = Funnel(
+        llm=slow, k=20, deadline=1.0, concurrency=1, fusion=Fusion(llm_weight=1.0, min_depth=16)
+    )
+    fast = Funnel().rerank("cats", docs)
+    first = funnel.rerank("cats", docs)  # no estimate yet: the LLM runs, ~10 answered, unfused
+    ids_once(first, 30)
+    assert 3 <= first.llm_scored < 16 and first.info["llm_fused"] is False
+    assert "llm_skipped" not in first.info and first.ids == fast.ids
+    calls = slow.calls
+    second = funnel.rerank("cats", docs)
+    ids_once(second, 30)
+    assert slow.calls == calls  # not called
+    assert second.info["llm_skipped"] == "depth_out_of_reach" and second.llm_scored == 0
+    assert second.degraded and "deadline" in second.reasons and second.ids == fast.ids
+    # the probe: once _PROBE_EVERY has passed, the LLM runs again and the estimate is refreshed
+    funnel._last_llm_call -= 60.0
+    observed = funnel.latency.observations
+    third = funnel.rerank("cats", docs)
+    assert slow.calls > calls and "llm_skipped" not in third.info
+    assert funnel.latency.observations > observed
+    # a smaller window fixed in advance (k=4, reachable) is called and fused
+    eight = funnel.rerank("cats", docs, k=4)
+    assert eight.llm_scored == 4 and eight.info["llm_fused"] is True
+    # without a depth rule the LLM is always called
+    plain = Funnel(llm=slow, k=20, deadline=1.0, concurrency=1, fusion=Fusion(llm_weight=1.0))
+    for _ in range(2):
+        calls = slow.calls
+        r = plain.rerank("cats", docs)
+        assert slow.calls > calls and r.llm_scored > 0 and "llm_skipped" not in r.info
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
 def test_min_depth_must_be_a_non_negative_int(bad):
     with pytest.raises(ValueError, match="min_depth"):
