@@ -46,7 +46,10 @@ _ASSEMBLY_MARGIN = 0.005
 _SKIP_AFTER = 3
 """Latency observations before the estimate may decide that the LLM cannot reach its depth."""
 _PROBE_EVERY = 10.0
-"""Seconds: an LLM judged out of reach still runs this often, so its estimate stays current."""
+_PROBE_SKIPS = 8
+"""An LLM judged out of reach still runs once ``_PROBE_SKIPS`` requests have skipped it and
+``_PROBE_EVERY`` seconds have passed since it last ran, so its estimate stays current (at most one
+request in 8, and one per 10 s, pays for the probe)."""
 
 _BACKGROUND: set[asyncio.Future[Any]] = set()
 """Background cache writes in flight (held so they are not collected mid-way)."""
@@ -229,6 +232,7 @@ class Funnel:
         self.name = name
         self.latency = LatencyEstimate()
         self._last_llm_call = -math.inf  # monotonic time the LLM stage last called the scorer
+        self._skips = 0  # requests that skipped the LLM since it last ran (_out_of_reach)
         self.instruction = self._check_instruction(instruction)
 
     @classmethod
@@ -529,15 +533,15 @@ class Funnel:
         """Whether the latency estimate says the LLM cannot answer the depth it needs to be
         fused (``state.fuse_depth``, candidates served from the cache counting) before the
         deadline. Then it is not called at all: the fast order would stand anyway. Decided only
-        once the estimate holds a few observations, and the LLM still runs at least every
-        ``_PROBE_EVERY`` seconds so that the estimate follows the backend's speed."""
+        once the estimate holds a few observations; a probe now and then (``_PROBE_SKIPS``,
+        ``_PROBE_EVERY``) runs the LLM anyway so that the estimate follows the backend's speed."""
         need = state.fuse_depth - (len(state.window) - todo)
         per = self.latency.per_candidate
         if need <= 0 or not dl.is_finite or per is None:
             return False
         if self.latency.observations < _SKIP_AFTER:
             return False
-        if time.monotonic() - self._last_llm_call >= _PROBE_EVERY:
+        if self._skips >= _PROBE_SKIPS and time.monotonic() - self._last_llm_call >= _PROBE_EVERY:
             return False
         assert self.llm is not None
         reach = choose_k(
@@ -596,8 +600,10 @@ class Funnel:
             state.reason("deadline")
             state.info["llm_skipped"] = "depth_out_of_reach"
             state.timings["llm"] = time.monotonic() - t0
+            self._skips += 1
             return
         self._last_llm_call = time.monotonic()
+        self._skips = 0
 
         if not self.breaker.allow():
             state.reason("circuit_open")

@@ -496,8 +496,11 @@ def test_an_llm_that_cannot_reach_min_depth_in_time_is_not_called():
     assert slow.calls == calls  # not called
     assert second.info["llm_skipped"] == "depth_out_of_reach" and second.llm_scored == 0
     assert second.degraded and "deadline" in second.reasons and second.ids == fast.ids
-    # the probe: once _PROBE_EVERY has passed, the LLM runs again and the estimate is refreshed
+    # the probe: once 8 requests skipped it and 10 s have passed, the LLM runs again
     funnel._last_llm_call -= 60.0
+    for _ in range(7):  # 10 s have passed, but only 2..8 requests skipped it: still skipped
+        assert funnel.rerank("cats", docs).info["llm_skipped"] == "depth_out_of_reach"
+    assert slow.calls == calls
     observed = funnel.latency.observations
     third = funnel.rerank("cats", docs)
     assert slow.calls > calls and "llm_skipped" not in third.info
