@@ -158,7 +158,10 @@ function render(kind, body, query) {
   const ret = prov.retrieval || {};
   $("timings").textContent =
     `BM25 over ${ret.corpus_size} paragraphs ${fmt(ret.seconds)} · fast stage ${fmt(t.fast)} · ` +
-    (kind === "fast" ? "LLM scoring…" : `LLM ${fmt(t.llm)} (${prov.llm_scored} of ${prov.k} scored)`) +
+    (kind === "fast" ? "LLM scoring…"
+      : prov.llm_skipped ? "LLM skipped: it cannot score deep enough to be fused in this deadline"
+      : `LLM ${fmt(t.llm)} (${prov.llm_scored} of ${prov.k} scored` +
+        `${kind === "final" && prov.llm_fused === false && prov.llm_scored > 0 ? ", too few to fuse" : ""})`) +
     ` · total ${fmt(t.total)}`;
   if (kind === "fast") setPhase("working", prov.llm_scorer ? "fast ranking · LLM at work" : "fast ranking");
   else if (kind === "partial") setPhase("working", `LLM scored ${prov.llm_scored} of ${prov.k}`);
@@ -167,7 +170,9 @@ function render(kind, body, query) {
   if (kind === "final" && prov.degraded) {
     deg.hidden = false;
     deg.textContent = `degraded: ${prov.reasons.join(", ")}`;
-    deg.title = "The LLM did not score every candidate in time; the rest keep their fast-stage order.";
+    deg.title = prov.llm_fused === false
+      ? "The LLM could not score deep enough in time to be fused: the fast-stage order stands."
+      : "The LLM did not score every candidate in time; the rest keep their fast-stage order.";
   } else {
     deg.hidden = true;
   }
