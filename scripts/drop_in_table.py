@@ -80,6 +80,7 @@ ent = [
     {a["name"]: a for a in res["arms"]}["funnel-enterprise"]["metrics"]["ndcg@10"]
     - {a["name"]: a for a in res["arms"]}["retriever"]["metrics"]["ndcg@10"]
     for _, res in runs
+    if "funnel-enterprise" in {a["name"] for a in res["arms"]}
 ]
 if ent:
     g = sum(ent) / len(ent)
