@@ -461,11 +461,12 @@ class Funnel:
 
         eligible = [i for i in fast_order if texts[i].strip()]
         if self.llm is not None:
-            k_eff = self._choose_k(k, dl, len(eligible))
+            k_req = k if k is not None else self.k  # None: budget-aware
+            k_eff = self._choose_k(k_req, dl, len(eligible))
             state.window = eligible[:k_eff]
             # min_depth guards against a window the deadline cut short; a window the caller
             # fixed (k) or one that holds every candidate counts as deep enough once answered
-            fixed = k_eff if (k if k is not None else self.k) is not None else len(eligible)
+            fixed = k_eff if k_req is not None else len(eligible)
             state.fuse_depth = min(self.fusion.min_depth, fixed)
             await self._stage_llm(state, texts, dl, emit, fast_order)
 

@@ -21,9 +21,10 @@ fused fast score, measured by ``llmrerank bench fusion`` on cranfield, cisi and 
 BM25 and a dense retriever (docs/benchmarks/fusion_depth.md, the embedded model's query
 likelihood, 50 queries per run): only once the LLM has answered the top 16 of the fast order
 (``Fusion(min_depth=16)``; shallower, the fast order stands), at w=0.5 (realtime, enterprise;
-mean nDCG@10 +0.016 at depth 16 to +0.017 at 20 over the fast stage alone, no run below it) and
-0.6 (research, deeper than measured). An answered window of 3 to 10 moved nDCG@10 by at most +0.005 on average
-with runs up to 0.02 below the fast stage. Another LLM may earn another weight or depth: pass
+mean nDCG@10 +0.016 at depth 16 to +0.017 at 20 over the fast stage alone, tune and eval
+pooled, no run below it) and 0.6 (research, deeper than measured). An answered window of 3 to 10
+moved nDCG@10 by at most +0.005 on average, with eval runs up to 0.016 below the fast stage. When
+the latency estimate says the LLM cannot answer 16 before the deadline, it is not called. Another LLM may earn another weight or depth: pass
 ``fusion=Fusion(llm_weight=..., min_depth=...)`` and measure it with ``llmrerank bench fusion``.
 
 Every preset runs the embedded default LLM on the first 256 tokens of each text. A preset can

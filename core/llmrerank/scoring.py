@@ -76,9 +76,8 @@ class Fusion:
             raise ValueError(f"fusion method must be 'interpolate' or 'rrf', got {self.method!r}")
         if not 0.0 <= self.llm_weight <= 1.0:
             raise ValueError(f"llm_weight must be within [0, 1], got {self.llm_weight!r}")
-        if isinstance(self.min_depth, bool) or not isinstance(self.min_depth, int):
-            raise ValueError(f"min_depth must be an int >= 0, got {self.min_depth!r}")
-        if self.min_depth < 0:
+        d = self.min_depth
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
             raise ValueError(f"min_depth must be an int >= 0, got {self.min_depth!r}")
 
     @property

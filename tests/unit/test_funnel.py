@@ -422,14 +422,21 @@ def test_a_window_answered_shallower_than_min_depth_keeps_the_fast_order():
     """Fusion(min_depth=m): the LLM moves candidates only once its answered prefix holds m; a
     shallower one (the deadline came first) leaves the fast order, and provenance says so."""
     docs = [f"doc {i} about cats" if i % 2 else f"doc {i} about dogs" for i in range(12)]
-    prefers_last = ScriptedScorer(lambda q, t: float(t.split()[1]))  # the LLM inverts the order
     fast = Funnel().rerank("cats", docs)
-    # the first two calls answer at once, the third never does: an answered prefix of 8
-    delays = iter([0.0, 0.0, 5.0])
-    llm = ScriptedScorer(prefers_last.score_fn, latency=lambda: next(delays), batch_size=4)
-    shallow = Funnel(
-        llm=llm, k=12, deadline=0.4, concurrency=3, fusion=Fusion(llm_weight=1.0, min_depth=9)
-    ).rerank("cats", docs)
+
+    def answered_eight(min_depth: int):
+        # the LLM inverts the order; the first two calls answer at once, the third never does:
+        # an answered prefix of 8
+        delays = iter([0.0, 0.0, 5.0])
+        llm = ScriptedScorer(
+            lambda q, t: float(t.split()[1]), latency=lambda: next(delays), batch_size=4
+        )
+        fusion = Fusion(llm_weight=1.0, min_depth=min_depth)
+        return Funnel(llm=llm, k=12, deadline=0.4, concurrency=3, fusion=fusion).rerank(
+            "cats", docs
+        )
+
+    shallow = answered_eight(9)
     ids_once(shallow, len(docs))
     assert shallow.llm_scored == 8 and "deadline" in shallow.reasons
     assert shallow.ids == fast.ids  # 8 < 9: not fused
@@ -437,11 +444,7 @@ def test_a_window_answered_shallower_than_min_depth_keeps_the_fast_order():
     assert all(r.stage == "fast" for r in shallow)
     assert sum(r.llm_score is not None for r in shallow) == 8  # the scores stay in provenance
     # the same 8 answers with min_depth 8 are fused
-    delays = iter([0.0, 0.0, 5.0])
-    llm = ScriptedScorer(prefers_last.score_fn, latency=lambda: next(delays), batch_size=4)
-    deep = Funnel(
-        llm=llm, k=12, deadline=0.4, concurrency=3, fusion=Fusion(llm_weight=1.0, min_depth=8)
-    ).rerank("cats", docs)
+    deep = answered_eight(8)
     ids_once(deep, len(docs))
     assert deep.info["llm_depth"] == 8 and deep.info["llm_fused"] is True
     assert deep.ids[:8] == list(reversed(fast.ids[:8])) and deep.ids[8:] == fast.ids[8:]
@@ -479,7 +482,8 @@ def test_min_depth_is_capped_at_a_window_fixed_in_advance():
 def test_an_llm_that_cannot_reach_min_depth_in_time_is_not_called():
     """When the latency estimate says the LLM cannot answer Fusion.min_depth candidates before
     the deadline, its scores would not be fused: the funnel does not call it (the fast order,
-    flagged deadline, no time spent), and still runs it every _PROBE_EVERY seconds."""
+    flagged deadline, no time spent), and still runs it as a probe once _PROBE_SKIPS requests
+    skipped it and _PROBE_EVERY seconds have passed."""
     docs = [f"doc {i} about cats" if i % 2 else f"doc {i} about dogs" for i in range(30)]
     slow = ScriptedScorer(lambda q, t: float(t.split()[1]), latency=lambda: 0.1, batch_size=1)
     funnel = Funnel(
@@ -506,8 +510,8 @@ def test_an_llm_that_cannot_reach_min_depth_in_time_is_not_called():
     assert slow.calls > calls and "llm_skipped" not in third.info
     assert funnel.latency.observations > observed
     # a smaller window fixed in advance (k=4, reachable) is called and fused
-    eight = funnel.rerank("cats", docs, k=4)
-    assert eight.llm_scored == 4 and eight.info["llm_fused"] is True
+    four = funnel.rerank("cats", docs, k=4)
+    assert four.llm_scored == 4 and four.info["llm_fused"] is True
     # without a depth rule the LLM is always called
     plain = Funnel(llm=slow, k=20, deadline=1.0, concurrency=1, fusion=Fusion(llm_weight=1.0))
     for _ in range(2):
